@@ -1,0 +1,45 @@
+# trustrepair — every target runs inside .venv, created from the pinned requirements.lock.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PARAMS ?= params/default.yaml
+
+# The offline mirror of the paper's datasets, when it sits beside the checkout.
+ifeq ($(origin TRUST_DATA_DIR), undefined)
+ifneq ($(wildcard ../shared/data/TruthfulQA.csv),)
+export TRUST_DATA_DIR := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: env test lint paper figures lab validate clean
+
+env: $(STAMP)  ## create or update .venv (no-op when current)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==24.3.1" "setuptools==84.2.1"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests notebooks
+
+test: $(STAMP) lint  ## lint + the test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+validate: $(STAMP)
+	$(BIN)/trustrepair validate $(PARAMS) --data
+
+paper: $(STAMP)  ## run every notebook on $(PARAMS); tables/ and figures/ are rebuilt
+	$(BIN)/trustrepair run $(PARAMS)
+
+figures: $(STAMP)  ## rebuild tables/ and figures/ from saved results, no recompute
+	$(BIN)/trustrepair figures $(PARAMS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf runs/ .pytest_cache .ruff_cache

@@ -1,0 +1,74 @@
+"""``trustrepair validate | run | figures`` — the commands the Makefile calls."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from trustrepair.params import ParamsError, load_params
+
+NOTEBOOKS = Path("notebooks")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from trustrepair.experiment import Experiment
+
+    params = load_params(args.params)
+    print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
+    if args.data:
+        for line in Experiment(params).check_data():
+            print(line)
+
+
+def _run(args: argparse.Namespace) -> None:
+    import logging
+
+    from trustrepair import runner
+
+    # papermill streams each cell's output (progress bars included) through this logger.
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    from trustrepair.experiment import Experiment
+
+    params = load_params(args.params)
+    Experiment(params).check_data()
+    runner.run(params, Path(args.notebooks), only=args.only, force=args.force)
+
+
+def _figures(args: argparse.Namespace) -> None:
+    from trustrepair import report
+
+    for path in report.build_all(load_params(args.params)):
+        print(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trustrepair", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a params file and print the resolved config")
+    p.add_argument("params")
+    p.add_argument("--data", action="store_true", help="also load the data and check sizes")
+    p.set_defaults(func=_validate)
+    p = sub.add_parser("run", help="execute the notebooks in order with papermill")
+    p.add_argument("params")
+    p.add_argument("--only", nargs="+", metavar="NN", help="run only these steps (e.g. 01)")
+    p.add_argument("--force", action="store_true", help="rerun steps that are up to date")
+    p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
+    p.set_defaults(func=_run)
+    p = sub.add_parser("figures", help="rebuild tables and figures from saved results")
+    p.add_argument("params")
+    p.set_defaults(func=_figures)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ParamsError, FileNotFoundError, ValueError) as err:
+        print(f"trustrepair: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Datasets of the paper: the SFT corpus (Anthropic HH) and the trust triples (m, p, o)."""
+
+from trustrepair.data.fixtures import write_fixture_data
+from trustrepair.data.hh import load_hh, split_transcript
+from trustrepair.data.sources import DataNotFoundError, load_hub, resolve_source
+from trustrepair.data.stereotypes import COUNTERPARTS
+from trustrepair.data.trust import (
+    ASPECTS,
+    load_machine_ethics,
+    load_stereotypical_bias,
+    load_trust,
+    load_truthfulness,
+    split_trust,
+)
+
+__all__ = [
+    "ASPECTS",
+    "COUNTERPARTS",
+    "DataNotFoundError",
+    "load_hh",
+    "load_hub",
+    "load_machine_ethics",
+    "load_stereotypical_bias",
+    "load_trust",
+    "load_truthfulness",
+    "resolve_source",
+    "split_transcript",
+    "split_trust",
+    "write_fixture_data",
+]

@@ -1,0 +1,107 @@
+"""SFT corpus: Anthropic HH (static), one sample z = (x, y) per dialogue.
+
+x is the dialogue up to and including its last "\\n\\nAssistant:" and y is that last assistant
+turn, the cut of Dahoas/static-hh. The hub copy comes with its own train/test splits; the offline
+mirror (the harmless-base test file of full transcripts) is re-cut here and split by a seeded
+permutation, after dropping exact duplicates so no sample can sit on both sides.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from trustrepair.data.sources import load_hub, resolve_source
+
+HH_FILENAME = "hh-rlhf-harmless-base-test.jsonl.gz"
+HH_HUB_ID = "Dahoas/static-hh"
+ASSISTANT_TAG = "\n\nAssistant:"
+
+
+def split_transcript(text: str) -> tuple[str, str]:
+    """Cut a transcript into (prompt, response) at its last assistant tag.
+
+    The prompt keeps the tag; the response keeps its leading space, so prompt + response gives
+    back the transcript and tokenisation matches static-hh.
+    """
+    cut = text.rfind(ASSISTANT_TAG)
+    if cut < 0:
+        raise ValueError(f"transcript has no assistant turn ({ASSISTANT_TAG!r}): {text[:80]!r}")
+    cut += len(ASSISTANT_TAG)
+    prompt, response = text[:cut], text[cut:]
+    if not response.strip():
+        raise ValueError(f"transcript ends with an empty assistant turn: {text[-80:]!r}")
+    return prompt, response
+
+
+def load_hh(
+    source: str | os.PathLike | None = None,
+    *,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> DatasetDict:
+    """Train/test splits with columns ``id``, ``prompt``, ``response``.
+
+    ``test_fraction`` and ``seed`` only apply to a local file (the hub has its own splits). The
+    split does not depend on ``max_train``/``max_test``, which keep the first rows of each split.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, not {test_fraction}")
+    resolved = resolve_source(source, filename=HH_FILENAME, hub_id=HH_HUB_ID)
+    if isinstance(resolved, Path):
+        splits = _split_local(_read_local(resolved), test_fraction=test_fraction, seed=seed)
+    else:
+        splits = _read_hub()
+    limits = {"train": max_train, "test": max_test}
+    return DatasetDict({
+        name: ds.select(range(min(len(ds), limits[name] or len(ds))))
+        for name, ds in splits.items()
+    })
+
+
+def _read_local(path: Path) -> list[dict[str, str]]:
+    """Re-cut each "chosen" transcript; drop rows that do not cut and exact duplicates."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows, seen = [], set()
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for position, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                prompt, response = split_transcript(json.loads(line)["chosen"])
+            except ValueError:
+                continue
+            if (prompt, response) in seen:
+                continue
+            seen.add((prompt, response))
+            rows.append({"id": f"hh-{position:06d}", "prompt": prompt, "response": response})
+    if not rows:
+        raise ValueError(f"{path} holds no transcript with a non-empty assistant turn")
+    return rows
+
+
+def _split_local(rows: list[dict[str, str]], *, test_fraction: float, seed: int) -> DatasetDict:
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_test = round(len(rows) * test_fraction)
+    return DatasetDict(
+        train=Dataset.from_list([rows[i] for i in order[n_test:]]),
+        test=Dataset.from_list([rows[i] for i in order[:n_test]]),
+    )
+
+
+def _read_hub() -> DatasetDict:
+    hub = load_hub(HH_HUB_ID, filename=HH_FILENAME)
+    splits = {}
+    for name in ("train", "test"):
+        ds = hub[name].select_columns(["prompt", "chosen"]).rename_column("chosen", "response")
+        ids = [f"{name}-{i:06d}" for i in range(len(ds))]
+        splits[name] = ds.add_column("id", ids).select_columns(["id", "prompt", "response"])
+    return DatasetDict(splits)

@@ -1,0 +1,46 @@
+"""Evaluate a model the way every table of the paper does: F_j per aspect + HH perplexity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trustrepair.experiment import Experiment
+from trustrepair.metrics import perplexity, trust_logodds
+from trustrepair.params import EvalParams
+
+
+def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+             trust_test: dict[str, Dataset], hh_test: Dataset, params: EvalParams) -> dict:
+    """Log-odds F_j on each aspect's test triples and perplexity on the HH test split.
+
+    Returns plain data (JSON-ready): per aspect the mean, the share of triples that
+    prefer the proponent, and the per-triple values (for distribution plots).
+    """
+    result: dict = {"aspects": {}, "length_normalized": params.length_normalized}
+    for aspect, triples in trust_test.items():
+        odds = trust_logodds(model, tokenizer, triples, batch_size=params.batch_size,
+                             max_length=params.max_length, normalized=params.length_normalized,
+                             desc=aspect)
+        result["aspects"][aspect] = {
+            "logodds": odds.mean,
+            "prefers_proponent": odds.prefers_proponent,
+            "n_triples": len(triples),
+            "ids": list(triples["id"]),
+            "per_triple": [round(float(v), 6) for v in odds.per_triple],
+        }
+    result["ppl"] = perplexity(model, tokenizer, hh_test, batch_size=params.batch_size,
+                               max_length=params.max_length)
+    result["ppl_samples"] = len(hh_test)
+    return result
+
+
+def evaluate_saved(exp: Experiment, model_dir: Path | None, out_path: Path) -> dict:
+    """Evaluate a saved model (default: the base model) once per setting; JSON at out_path."""
+    def compute() -> dict:
+        model, tokenizer = exp.load_model(model_dir)
+        return evaluate(model, tokenizer, exp.trust_test(), exp.hh["test"], exp.params.eval)
+
+    return exp.cached(out_path, compute)

@@ -1,0 +1,154 @@
+"""What every notebook starts with: validated params, data and the base model.
+
+``Experiment`` is the single entry point a notebook touches first. It fixes seeds and
+threads, resolves where data comes from (real mirror, hub, or generated fixtures),
+and hands out the datasets and model folders that the steps share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+
+from trustrepair import data
+from trustrepair.artifacts import read_json, write_json
+from trustrepair.models import load_pretrained, prepare_base_model, resolve_device
+from trustrepair.params import Params, load_params
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Experiment:
+    """One params file, its data and its run folder."""
+
+    def __init__(self, params: Params):
+        self.params = params
+        seed_everything(params.seed)
+        threads = os.environ.get("TRUSTREPAIR_THREADS") or params.threads
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = resolve_device(params.device)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides) -> Experiment:
+        return cls(load_params(path, **overrides))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.params.run_dir()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes results (not name, description or paths)."""
+        dumped = self.params.model_dump(mode="json", exclude={"name", "description", "paths"})
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+    def cached(self, path: Path, compute: Callable[[], dict]) -> dict:
+        """Load a JSON result written under the same settings, or compute and save it.
+
+        Lets an interrupted step resume without trusting results of other settings.
+        """
+        path = Path(path)
+        if path.exists():
+            saved = read_json(path)
+            if saved.get("fingerprint") == self.fingerprint:
+                return saved
+        result = {**compute(), "fingerprint": self.fingerprint}
+        write_json(path, result)
+        return result
+
+    def step_dir(self, step: str) -> Path:
+        path = self.run_dir / step
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @cached_property
+    def data_source(self) -> str | None:
+        """Folder the loaders read; generated fixtures for smoke runs."""
+        if self.params.data.fixtures:
+            folder = data.write_fixture_data(self.run_dir / "fixture_data", seed=self.params.seed)
+            return str(folder)
+        return None
+
+    @cached_property
+    def hh(self) -> DatasetDict:
+        """SFT corpus, train/test, columns id, prompt, response."""
+        p = self.params.data.hh
+        return data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
+                            seed=self.params.seed, max_train=p.max_train, max_test=p.max_test)
+
+    @cached_property
+    def trust(self) -> dict[str, DatasetDict]:
+        """Trust triples per aspect, split train/test (test capped by ``max_test``)."""
+        p = self.params.data.trust
+        out = {}
+        for aspect in p.aspects:
+            triples = data.load_trust(aspect, p.source or self.data_source, seed=self.params.seed)
+            splits = data.split_trust(triples, test_fraction=p.test_fraction,
+                                      seed=self.params.seed)
+            if p.max_test is not None and len(splits["test"]) > p.max_test:
+                splits["test"] = splits["test"].shuffle(seed=self.params.seed) \
+                    .select(range(p.max_test))
+            out[aspect] = splits
+        return out
+
+    def check_data(self) -> list[str]:
+        """Load every dataset and check requested sizes, before any compute.
+
+        Returns one summary line per dataset; raises ValueError naming the field to fix.
+        """
+        hh = self.params.data.hh
+        for split, cap in (("train", hh.max_train), ("test", hh.max_test)):
+            have = len(self.hh[split])
+            if cap is not None and cap > have:
+                raise ValueError(f"data.hh.max_{split}={cap} but the SFT corpus has only "
+                                 f"{have} {split} dialogues: lower it or set it to null")
+        lines = [f"hh: {len(self.hh['train'])} train / {len(self.hh['test'])} test dialogues"]
+        for aspect, splits in self.trust.items():
+            if len(splits["train"]) == 0 or len(splits["test"]) == 0:
+                raise ValueError(f"{aspect}: empty train or test split; check "
+                                 f"data.trust.test_fraction and the data source")
+            lines.append(f"{aspect}: {len(splits['train'])} train / {len(splits['test'])} test "
+                         f"triples")
+        return lines
+
+    def trust_test(self) -> dict[str, Dataset]:
+        return {aspect: splits["test"] for aspect, splits in self.trust.items()}
+
+    @cached_property
+    def base_model_dir(self) -> Path:
+        """The base (pre-SFT) model as a ``save_pretrained`` folder, built once."""
+        texts = None
+        fingerprint = ""
+        if self.params.model.tiny is not None:
+            texts = _tokenizer_corpus(self.hh["train"], self.trust)
+            fingerprint = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+        return prepare_base_model(self.params.model, self.params.cache_dir(), seed=self.params.seed,
+                                  tokenizer_texts=texts, data_fingerprint=fingerprint)
+
+    def load_model(self, path: str | os.PathLike[str] | None = None):
+        """(model, tokenizer) from ``path`` (default: the base model), on the device."""
+        model, tokenizer = load_pretrained(path or self.base_model_dir, self.params.model.dtype)
+        return model.to(self.device), tokenizer
+
+
+def _tokenizer_corpus(train: Dataset, trust: dict[str, DatasetDict]) -> list[str]:
+    texts = list(train["prompt"]) + list(train["response"])
+    for splits in trust.values():
+        for split in splits.values():
+            for column in ("prompt", "proponent", "opponent"):
+                texts.extend(split[column])
+    return texts

