@@ -61,7 +61,8 @@ def response_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
     mask = labels != IGNORE
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logits = logits[:, :-1]
+    logprobs = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
     token_lp = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     n_tokens = mask.sum(-1)
     total = token_lp.sum(-1)

@@ -166,6 +166,35 @@ class EvalParams(_Section):
     False = summed log-probs."""
 
 
+class AttributionParams(_Section):
+    """EK-FAC influence of SFT samples on each aspect's F_j (step 02, kronfluence)."""
+
+    tracked_blocks: int = Field(1, gt=0)
+    """Track the linear layers of the last N decoder blocks (paper: 1)."""
+    factor_samples: int = Field(10_000, gt=0)
+    """SFT samples the EK-FAC factors are fitted on (paper: a 10k random subset)."""
+    strategy: Literal["ekfac", "kfac", "diagonal", "identity"] = "ekfac"
+    damping: float | None = Field(None, gt=0)
+    """λ of (G + λI)⁻¹; None = kronfluence's heuristic (0.1 × mean eigenvalue)."""
+    true_fisher: bool = True
+    """Labels sampled from the model (true Fisher, as in the paper) vs the data labels."""
+    train_batch_size: int = Field(8, gt=0)
+    query_batch_size: int = Field(32, gt=0)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """bfloat16 autocast for factors and scores (GPU users)."""
+
+
+class SelectionParams(_Section):
+    """Subset S to repair with (step 03): greedy MAP of eq. 7."""
+
+    k: int = Field(100, gt=0)
+    """Subset size (paper: 100)."""
+    eta: float = Field(1.0, ge=0)
+    """Weight of the attribution term against diversity (paper: > 1e4, or 100 if unstable)."""
+    gamma: float | None = Field(None, gt=0)
+    """RBF parameter of the kernel; None = median heuristic."""
+
+
 class PathParams(_Section):
     """Where outputs go; relative paths are relative to the repository root."""
 
@@ -188,6 +217,8 @@ class Params(_Section):
     model: ModelParams
     sft: SFTParams = SFTParams()
     eval: EvalParams = EvalParams()
+    attribution: AttributionParams = AttributionParams()
+    selection: SelectionParams = SelectionParams()
     paths: PathParams = PathParams()
 
     def run_dir(self) -> Path:

@@ -1,0 +1,257 @@
+"""Which SFT samples hurt each trust aspect: EK-FAC influence with kronfluence (paper §3.3).
+
+The kronfluence ``Task`` says what is differentiated: the SFT response loss of a training
+sample, and the trust log-odds F_j (eq. 3) of an aspect's *train* triples as the
+measurement. Pairwise scores are ``∇F_jᵀ (G + λI)⁻¹ ∇L(z)`` with query gradients summed
+over the aspect's triples, one score per SFT sample.
+
+Sign convention (stated once, used everywhere): up-weighting a sample z with a *negative*
+score raises F_j, i.e. makes the model less trustworthy. ``detrimental = -score``, so a
+higher detrimental score means a more harmful sample, and gradient *ascent* on such
+samples is predicted to lower F_j.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from kronfluence.analyzer import Analyzer, prepare_model
+from kronfluence.arguments import FactorArguments, ScoreArguments
+from kronfluence.task import Task
+from kronfluence.utils.dataset import DataLoaderKwargs
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trustrepair.artifacts import atomic_path, write_text
+from trustrepair.experiment import Experiment
+from trustrepair.features import mean_pooled_hidden_states
+from trustrepair.metrics import IGNORE, collate, encode, response_logprobs
+from trustrepair.models import tracked_linear_modules
+from trustrepair.params import AttributionParams
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class SFTTrustTask(Task):
+    """SFT loss for training samples; summed signed log-probs of triples as F_j.
+
+    Query items are single response sequences carrying ``sign`` = +1 for an opponent and
+    -1 for a proponent, so the measurement summed over an aspect's triples is
+    ``Σ [log P(o|m) - log P(p|m)]`` = n_triples · F_j.
+    """
+
+    def __init__(self, tracked_modules: list[str], normalized: bool = True):
+        self.tracked_modules = tracked_modules
+        self.normalized = normalized
+
+    def compute_train_loss(self, batch: dict, model: torch.nn.Module,
+                           sample: bool = False) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        if sample:  # labels drawn from the model: the true Fisher, as in the paper
+            with torch.no_grad():
+                drawn = torch.multinomial(torch.softmax(logits.reshape(-1, logits.size(-1)), -1),
+                                          num_samples=1).view_as(labels)
+            labels = torch.where(labels == IGNORE, labels, drawn)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                               ignore_index=IGNORE, reduction="sum")
+
+    def compute_measurement(self, batch: dict, model: torch.nn.Module) -> torch.Tensor:
+        logprobs, _ = response_logprobs(model, batch, normalized=self.normalized)
+        return (batch["sign"] * logprobs).sum()
+
+    def get_influence_tracked_modules(self) -> list[str]:
+        return self.tracked_modules
+
+    def get_attention_mask(self, batch: dict) -> torch.Tensor:
+        return batch["attention_mask"]
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Pre-tokenised items (``input_ids``, ``labels``, optional ``sign``) for DataLoaders."""
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def collate_signed(items: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    batch = collate(items, pad_token_id)
+    if "sign" in items[0]:
+        batch["sign"] = torch.tensor([it["sign"] for it in items], dtype=torch.float32)
+    return batch
+
+
+def encode_dialogues(tokenizer: PreTrainedTokenizerBase, dialogues: Dataset,
+                     max_length: int) -> EncodedDataset:
+    """SFT samples as the SFT loss sees them: response + EOS labelled."""
+    return EncodedDataset([encode(tokenizer, p, r, max_length, add_eos=True)
+                           for p, r in zip(dialogues["prompt"], dialogues["response"],
+                                           strict=True)])
+
+
+def encode_triples(tokenizer: PreTrainedTokenizerBase, triples: Dataset,
+                   max_length: int) -> EncodedDataset:
+    """Each triple as two signed sequences: +1 · log P(o|m) and -1 · log P(p|m)."""
+    items = []
+    for row in triples:
+        items.append({**encode(tokenizer, row["prompt"], row["opponent"], max_length), "sign": 1.0})
+        items.append({**encode(tokenizer, row["prompt"], row["proponent"], max_length),
+                      "sign": -1.0})
+    return EncodedDataset(items)
+
+
+@dataclass
+class Influence:
+    """What step 02 hands on: per-aspect scores over the SFT train set and where factors live."""
+
+    scores: dict[str, torch.Tensor]
+    """Aspect -> (n_train,) kronfluence scores (negative = detrimental)."""
+    factors_dir: Path
+    factors_name: str
+    tracked_modules: list[str]
+
+
+def detrimental(scores: torch.Tensor) -> torch.Tensor:
+    """Higher = more harmful to the aspect (the negated kronfluence score)."""
+    return -scores
+
+
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Stop with the module name when a factor or score is NaN or inf."""
+    for name, tensor in tensors.items():
+        if not torch.isfinite(tensor).all():
+            raise FloatingPointError(
+                f"{what} for {name} contain NaN or inf: rerun with attribution.dtype: float32 "
+                f"and/or a larger attribution.damping (e.g. 1e-3)")
+
+
+def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Dataset,
+                  trust_train: dict[str, Dataset], params: AttributionParams, *,
+                  out_dir: Path, name: str, sft_max_length: int, eval_max_length: int,
+                  normalized: bool, seed: int = 0) -> Influence:
+    """Fit EK-FAC factors on a sample of SFT data, then score every SFT sample per aspect.
+
+    Results live under ``out_dir`` (kronfluence's layout); rerunning with the same ``name``
+    reuses what was already computed, so an interrupted step resumes.
+    """
+    tracked = tracked_linear_modules(model, params.tracked_blocks)
+    task = SFTTrustTask(tracked, normalized=normalized)
+    model = prepare_model(model, task)
+    analyzer = Analyzer(analysis_name=name, model=model, task=task, output_dir=str(out_dir),
+                        cpu=not torch.cuda.is_available(), disable_tqdm=False)
+    analyzer.set_dataloader_kwargs(DataLoaderKwargs(
+        collate_fn=partial(collate_signed, pad_token_id=tokenizer.pad_token_id)))
+    train_items = encode_dialogues(tokenizer, train, sft_max_length)
+    n_fit = min(params.factor_samples, len(train_items))
+    fit_idx = torch.randperm(len(train_items), generator=torch.Generator().manual_seed(seed))
+    fit_items = EncodedDataset([train_items[int(i)] for i in fit_idx[:n_fit]])
+    factor_args = FactorArguments(
+        strategy=params.strategy, use_empirical_fisher=not params.true_fisher,
+        amp_dtype=_DTYPES[params.dtype] if params.dtype != "float32" else None,
+        has_shared_parameters=False)
+    analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
+                             per_device_batch_size=params.train_batch_size)
+    factors = analyzer.load_all_factors("ekfac")
+    for kind, per_module in factors.items():
+        check_finite(per_module, f"EK-FAC {kind}")
+    score_args = ScoreArguments(
+        damping_factor=params.damping, aggregate_query_gradients=True,
+        amp_dtype=_DTYPES[params.dtype] if params.dtype != "float32" else None)
+    scores = {}
+    for aspect, triples in tqdm(trust_train.items(), desc="aspects"):
+        analyzer.compute_pairwise_scores(
+            scores_name=f"scores_{aspect}", factors_name="ekfac",
+            query_dataset=encode_triples(tokenizer, triples, eval_max_length),
+            train_dataset=train_items, per_device_query_batch_size=params.query_batch_size,
+            per_device_train_batch_size=params.train_batch_size, score_args=score_args)
+        result = analyzer.load_pairwise_scores(f"scores_{aspect}")
+        check_finite(result, f"{aspect} scores")
+        # Summed measurement over n triples -> divide by n: the score of the mean F_j.
+        scores[aspect] = result["all_modules"].sum(0).double() / (len(triples) or math.nan)
+    return Influence(scores=scores, factors_dir=Path(out_dir) / name, factors_name="ekfac",
+                     tracked_modules=tracked)
+
+
+COMMON = "common"
+"""Key of the score summed over aspects: one subset for all aspects (paper Table 2)."""
+
+
+def post_sft_dir(exp: Experiment) -> Path:
+    """The post-SFT model of step 01; a clear error if it has not been run."""
+    path = exp.run_dir / "01_sft" / "model"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no post-SFT model at {path}: run step 01 first "
+                                f"(trustrepair run PARAMS --only 01)")
+    return path
+
+
+def run_attribution(exp: Experiment) -> dict[str, Path]:
+    """Step 02: detrimental scores per aspect (+ common) and DPP features, saved to disk.
+
+    Writes ``scores.safetensors`` (aspect -> detrimental score per SFT train sample, in
+    the order of ``exp.hh["train"]``), ``features.safetensors`` and ``scores_<aspect>.csv``.
+    """
+    step = exp.step_dir("02_attribution")
+    paths = {"scores": step / "scores.safetensors", "features": step / "features.safetensors",
+             "summary": step / "attribution.json"}
+
+    def compute() -> dict:
+        p = exp.params
+        model, tokenizer = exp.load_model(post_sft_dir(exp))
+        train = exp.hh["train"]
+        features = mean_pooled_hidden_states(model, tokenizer, train,
+                                             max_length=p.sft.max_length,
+                                             batch_size=p.eval.batch_size)
+        influence = fit_and_score(
+            model, tokenizer, train, {a: s["train"] for a, s in exp.trust.items()},
+            p.attribution, out_dir=step / "kronfluence", name=exp.fingerprint,
+            sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
+            normalized=p.eval.length_normalized, seed=p.seed)
+        scores = {a: detrimental(s).float() for a, s in influence.scores.items()}
+        scores[COMMON] = torch.stack(list(scores.values())).sum(0)
+        with atomic_path(paths["scores"]) as tmp:
+            save_file({k: v.contiguous() for k, v in scores.items()}, str(tmp))
+        with atomic_path(paths["features"]) as tmp:
+            save_file({"features": features.contiguous()}, str(tmp))
+        for aspect, values in scores.items():
+            frame = ranked_frame(train, values)
+            write_text(step / f"scores_{aspect}.csv", frame.to_csv(index=False))
+        return {"tracked_modules": influence.tracked_modules, "n_train": len(train),
+                "factor_samples": min(p.attribution.factor_samples, len(train)),
+                "aspects": list(influence.scores)}
+
+    exp.cached(paths["summary"], compute)
+    return paths
+
+
+def ranked_frame(train: Dataset, detrimental_scores: torch.Tensor) -> pd.DataFrame:
+    """SFT samples ranked from most to least detrimental, with their text."""
+    frame = pd.DataFrame({"id": train["id"], "score": detrimental_scores.double().numpy(),
+                          "prompt": train["prompt"], "response": train["response"]})
+    frame = frame.sort_values("score", ascending=False, kind="stable")
+    frame.insert(2, "rank", range(1, len(frame) + 1))
+    return frame
+
+
+def load_scores(exp: Experiment) -> dict[str, torch.Tensor]:
+    """Detrimental scores saved by step 02 (aspect or ``common`` -> (n_train,))."""
+    return load_file(str(exp.run_dir / "02_attribution" / "scores.safetensors"))
+
+
+def load_features(exp: Experiment) -> torch.Tensor:
+    return load_file(str(exp.run_dir / "02_attribution" / "features.safetensors"))["features"]

@@ -1,0 +1,93 @@
+"""Influence scores: the sign convention, finiteness checks and the saved artifacts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+
+from trustrepair.attribution import check_finite, detrimental, fit_and_score
+from trustrepair.data import load_hh, load_trust, split_trust
+from trustrepair.metrics import collate, encode, trust_logodds
+from trustrepair.models import tracked_linear_modules
+from trustrepair.params import AttributionParams
+
+
+@pytest.fixture(scope="module")
+def small_data(fixture_data):
+    train = load_hh(fixture_data, test_fraction=0.2).get("train").select(range(24))
+    triples = split_trust(load_trust("truthfulness", fixture_data), test_fraction=0.2)["train"]
+    return train, triples.select(range(12))
+
+
+def _tracked_parameters(model, names: list[str]) -> list[torch.nn.Parameter]:
+    """Weights and biases of the tracked linears: what kronfluence differentiates."""
+    modules = dict(model.named_modules())
+    return [p for n in names for p in (modules[n].weight, modules[n].bias) if p is not None]
+
+
+def _sft_loss_gradient(model, tokenizer, row: dict, names: list[str]) -> list[torch.Tensor]:
+    batch = collate([encode(tokenizer, row["prompt"], row["response"], 64, add_eos=True)],
+                    tokenizer.pad_token_id)
+    logits = model(input_ids=batch["input_ids"]).logits[:, :-1]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                             batch["labels"][:, 1:].reshape(-1), reduction="sum")
+    return list(torch.autograd.grad(loss, _tracked_parameters(model, names)))
+
+
+def test_sign_convention_holds_when_nudging_the_model(tiny_lm, tokenizer, small_data,
+                                                      tmp_path) -> None:
+    """Up-weighting a sample changes F_j by eps * its detrimental score (identity strategy)."""
+    train, triples = small_data
+    model = copy.deepcopy(tiny_lm).double()  # F_j changes of 1e-5 need float64 to resolve
+    influence = fit_and_score(
+        copy.deepcopy(model), tokenizer, train, {"truthfulness": triples},
+        AttributionParams(strategy="identity", tracked_blocks=1, train_batch_size=8,
+                          query_batch_size=8),
+        out_dir=tmp_path, name="identity", sft_max_length=64, eval_max_length=64,
+        normalized=True)
+    harm = detrimental(influence.scores["truthfulness"])
+    names = tracked_linear_modules(model, 1)
+    assert names == influence.tracked_modules
+    params = _tracked_parameters(model, names)
+    before = trust_logodds(model, tokenizer, triples, max_length=64).mean
+    for sample in (int(harm.argmax()), int(harm.argmin())):
+        grads = _sft_loss_gradient(model, tokenizer, train[sample], names)
+        eps = 1e-3 / max(g.norm() for g in grads).item()
+        with torch.no_grad():  # a descent step on z's loss = up-weighting z
+            for p, g in zip(params, grads, strict=True):
+                p -= eps * g
+        change = trust_logodds(model, tokenizer, triples, max_length=64).mean - before
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                p += eps * g
+        # detrimental > 0: up-weighting makes F_j worse (higher); < 0: better.
+        assert change == pytest.approx(eps * harm[sample].item(), rel=0.05)
+        assert (change > 0) == (harm[sample] > 0)
+
+
+def test_detrimental_is_the_negated_score() -> None:
+    scores = torch.tensor([1.0, -2.0, 0.5])
+    assert int(detrimental(scores).argmax()) == 1
+
+
+def test_non_finite_factors_name_the_module_and_the_fix() -> None:
+    with pytest.raises(FloatingPointError, match=r"model.layers.1.mlp.up_proj.*float32.*damping"):
+        check_finite({"model.layers.0.q": torch.ones(2),
+                      "model.layers.1.mlp.up_proj": torch.tensor([1.0, float("nan")])},
+                     "EK-FAC factors")
+
+
+def test_ekfac_scores_are_finite_and_one_per_sample(tiny_lm, tokenizer, small_data,
+                                                    tmp_path) -> None:
+    train, triples = small_data
+    queries = {"truthfulness": triples, "other": Dataset.from_list(triples.to_list()[:4])}
+    influence = fit_and_score(
+        copy.deepcopy(tiny_lm), tokenizer, train, queries,
+        AttributionParams(train_batch_size=8, query_batch_size=8), out_dir=tmp_path, name="ekfac",
+        sft_max_length=64, eval_max_length=64, normalized=True)
+    for scores in influence.scores.values():
+        assert scores.shape == (len(train),) and torch.isfinite(scores).all()
+    assert not torch.allclose(influence.scores["truthfulness"], influence.scores["other"])
