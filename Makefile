@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib tests notebooks
+	$(BIN)/ruff check lib tests notebooks benchmarks
 
 test: $(STAMP) lint  ## lint + the test suite (what CI runs)
 	$(BIN)/python -m pytest -q

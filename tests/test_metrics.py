@@ -113,3 +113,14 @@ def test_response_logprobs_are_differentiable(tiny_lm, tokenizer) -> None:
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert (n > 0).all()
     tiny_lm.zero_grad(set_to_none=True)
+
+
+def test_pooled_features_do_not_depend_on_the_batch(tiny_lm, tokenizer) -> None:
+    from trustrepair.features import mean_pooled_hidden_states
+
+    dialogues = Dataset.from_list([{"prompt": p, "response": r} for p, r in PAIRS])
+    alone = mean_pooled_hidden_states(tiny_lm, tokenizer, dialogues, max_length=64, batch_size=1)
+    together = mean_pooled_hidden_states(tiny_lm, tokenizer, dialogues, max_length=64,
+                                         batch_size=5)
+    assert alone.shape == (len(PAIRS), tiny_lm.config.hidden_size)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)

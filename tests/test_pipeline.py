@@ -56,10 +56,22 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     for ext in ("pdf", "png"):
         assert (tmp_path / "figures" / name / f"logodds_pre_post.{ext}").stat().st_size > 0
     run_dir = tmp_path / "runs" / name
-    assert (run_dir / "notebooks" / "01_sft.ipynb").exists()
+    for step in ("01_sft", "02_attribution", "03_dpp"):
+        assert (run_dir / "notebooks" / f"{step}.ipynb").exists()
+    assert not (run_dir / "notebooks" / "02b_planted.ipynb").exists(), "planting is off"
+    overlap = pd.read_csv(tmp_path / "tables" / name / "topk_overlap.csv")
+    assert list(overlap.target) == [*ASPECTS, "common"]
+    subsets = json.loads((run_dir / "03_dpp" / "subsets.json").read_text())["subsets"]
+    assert set(subsets) == {*ASPECTS, "common"}
+    for picks in subsets.values():
+        assert {len(p["indices"]) for p in picks.values()} == {10}
+        assert all(len(set(p["indices"])) == 10 for p in picks.values())
+    for target in subsets:
+        assert (tmp_path / "figures" / name / f"selection_pca_{target}.png").exists()
     assert (run_dir / "01_sft" / "model" / "config.json").exists()
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["steps"]["01_sft"]["status"] == "done"
+    assert all(manifest["steps"][s]["status"] == "done"
+               for s in ("01_sft", "02_attribution", "03_dpp"))
     assert manifest["environment"]["packages"]["torch"]
 
     # Unchanged inputs: nothing reruns. Then the figures rebuild from saved results alone.
@@ -88,10 +100,12 @@ def test_cached_results_are_reused_only_under_the_same_settings(tmp_path: Path) 
     calls = []
     exp = Experiment(smoke_params(tmp_path))
     path = tmp_path / "result.json"
-    assert exp.cached(path, lambda: calls.append(1) or {"x": 1})["x"] == 1
-    assert exp.cached(path, lambda: calls.append(1) or {"x": 2})["x"] == 1
+    assert exp.cached("01_sft", path, lambda: calls.append(1) or {"x": 1})["x"] == 1
+    assert exp.cached("01_sft", path, lambda: calls.append(1) or {"x": 2})["x"] == 1
+    later_step_only = Experiment(smoke_params(tmp_path, **{"selection.k": 3}))
+    assert later_step_only.cached("01_sft", path, lambda: calls.append(1) or {"x": 9})["x"] == 1
     other = Experiment(smoke_params(tmp_path, **{"eval.batch_size": 3}))
-    assert other.cached(path, lambda: calls.append(1) or {"x": 3})["x"] == 3
+    assert other.cached("01_sft", path, lambda: calls.append(1) or {"x": 3})["x"] == 3
     assert len(calls) == 2
 
 
@@ -122,3 +136,15 @@ def test_a_missing_data_folder_names_the_variable(tmp_path: Path, capsys) -> Non
                                            "hh": {"source": str(tmp_path / "nowhere")}})
     assert cli.main(["validate", str(missing), "--data"]) == 2
     assert "TRUST_DATA_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_planted_harm_step_runs_and_writes_the_recovery_table(tmp_path: Path) -> None:
+    params_file = _params_file(tmp_path, "smoke-planted.yaml")
+    assert cli.main(["run", str(params_file)]) == 0
+    table = pd.read_csv(tmp_path / "tables" / "smoke-planted" / "planted_recovery.csv")
+    assert list(table.columns) == ["method", "aspect", "auroc", "precision_at_k"]
+    assert set(table.method) == {"ekfac", "gradient_dot", "hidden_cosine", "random"}
+    assert set(table.aspect) == set(ASPECTS)
+    assert table.auroc.between(0, 1).all() and table.precision_at_k.between(0, 1).all()
+    assert (tmp_path / "figures" / "smoke-planted" / "planted_roc.pdf").exists()

@@ -115,6 +115,11 @@ def encode_triples(tokenizer: PreTrainedTokenizerBase, triples: Dataset,
     return EncodedDataset(items)
 
 
+def _by_length(items: list[dict]) -> EncodedDataset:
+    """Items ordered by length, so that batches carry little padding."""
+    return EncodedDataset(sorted(items, key=lambda item: len(item["input_ids"])))
+
+
 @dataclass
 class Influence:
     """What step 02 hands on: per-aspect scores over the SFT train set and where factors live."""
@@ -159,7 +164,10 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     train_items = encode_dialogues(tokenizer, train, sft_max_length)
     n_fit = min(params.factor_samples, len(train_items))
     fit_idx = torch.randperm(len(train_items), generator=torch.Generator().manual_seed(seed))
-    fit_items = EncodedDataset([train_items[int(i)] for i in fit_idx[:n_fit]])
+    fit_items = _by_length([train_items[int(i)] for i in fit_idx[:n_fit]])
+    # Scored in length order (less padding); scores are put back in dataset order below.
+    by_length = sorted(range(len(train_items)), key=lambda i: len(train_items[i]["input_ids"]))
+    sorted_train = EncodedDataset([train_items[i] for i in by_length])
     factor_args = FactorArguments(
         strategy=params.strategy, use_empirical_fisher=not params.true_fisher,
         amp_dtype=_DTYPES[params.dtype] if params.dtype != "float32" else None,
@@ -176,13 +184,15 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     for aspect, triples in tqdm(trust_train.items(), desc="aspects"):
         analyzer.compute_pairwise_scores(
             scores_name=f"scores_{aspect}", factors_name="ekfac",
-            query_dataset=encode_triples(tokenizer, triples, eval_max_length),
-            train_dataset=train_items, per_device_query_batch_size=params.query_batch_size,
+            query_dataset=_by_length(encode_triples(tokenizer, triples, eval_max_length).items),
+            train_dataset=sorted_train, per_device_query_batch_size=params.query_batch_size,
             per_device_train_batch_size=params.train_batch_size, score_args=score_args)
         result = analyzer.load_pairwise_scores(f"scores_{aspect}")
         check_finite(result, f"{aspect} scores")
         # Summed measurement over n triples -> divide by n: the score of the mean F_j.
-        scores[aspect] = result["all_modules"].sum(0).double() / (len(triples) or math.nan)
+        in_order = torch.empty(len(train_items), dtype=torch.float64)
+        in_order[by_length] = result["all_modules"].sum(0).double()
+        scores[aspect] = in_order / (len(triples) or math.nan)
     return Influence(scores=scores, factors_dir=Path(out_dir) / name, factors_name="ekfac",
                      tracked_modules=tracked)
 
@@ -219,7 +229,8 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
                                              batch_size=p.eval.batch_size)
         influence = fit_and_score(
             model, tokenizer, train, {a: s["train"] for a, s in exp.trust.items()},
-            p.attribution, out_dir=step / "kronfluence", name=exp.fingerprint,
+            p.attribution, out_dir=step / "kronfluence",
+            name=exp.fingerprint("02_attribution"),
             sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
             normalized=p.eval.length_normalized, seed=p.seed)
         scores = {a: detrimental(s).float() for a, s in influence.scores.items()}
@@ -235,7 +246,7 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
                 "factor_samples": min(p.attribution.factor_samples, len(train)),
                 "aspects": list(influence.scores)}
 
-    exp.cached(paths["summary"], compute)
+    exp.cached("02_attribution", paths["summary"], compute)
     return paths
 
 
@@ -255,3 +266,9 @@ def load_scores(exp: Experiment) -> dict[str, torch.Tensor]:
 
 def load_features(exp: Experiment) -> torch.Tensor:
     return load_file(str(exp.run_dir / "02_attribution" / "features.safetensors"))["features"]
+
+
+def top_detrimental(exp: Experiment, target: str, n: int = 5) -> pd.DataFrame:
+    """The ``n`` most detrimental SFT samples for a target, with their text (cf. appendix F)."""
+    frame = pd.read_csv(exp.run_dir / "02_attribution" / f"scores_{target}.csv")
+    return frame.head(n)[["rank", "id", "score", "prompt", "response"]]

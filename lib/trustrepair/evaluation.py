@@ -43,4 +43,4 @@ def evaluate_saved(exp: Experiment, model_dir: Path | None, out_path: Path) -> d
         model, tokenizer = exp.load_model(model_dir)
         return evaluate(model, tokenizer, exp.trust_test(), exp.hh["test"], exp.params.eval)
 
-    return exp.cached(out_path, compute)
+    return exp.cached("01_sft", out_path, compute)

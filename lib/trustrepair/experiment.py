@@ -8,7 +8,6 @@ and hands out the datasets and model folders that the steps share.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from collections.abc import Callable
@@ -17,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from trustrepair import data
 from trustrepair.artifacts import read_json, write_json
 from trustrepair.models import load_pretrained, prepare_base_model, resolve_device
 from trustrepair.params import Params, load_params
+from trustrepair.pipeline import fingerprint, sections_through
+from trustrepair.planted import plant_dialogues
 
 
 def seed_everything(seed: int) -> None:
@@ -50,23 +51,22 @@ class Experiment:
     def run_dir(self) -> Path:
         return self.params.run_dir()
 
-    @cached_property
-    def fingerprint(self) -> str:
-        """Hash of every setting that changes results (not name, description or paths)."""
-        dumped = self.params.model_dump(mode="json", exclude={"name", "description", "paths"})
-        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, step: str) -> str:
+        """Hash of every setting that the results of ``step`` depend on."""
+        return fingerprint(self.params, sections_through(step))
 
-    def cached(self, path: Path, compute: Callable[[], dict]) -> dict:
-        """Load a JSON result written under the same settings, or compute and save it.
+    def cached(self, step: str, path: Path, compute: Callable[[], dict]) -> dict:
+        """Load a JSON result of ``step`` written under the same settings, or compute it.
 
         Lets an interrupted step resume without trusting results of other settings.
         """
         path = Path(path)
+        key = self.fingerprint(step)
         if path.exists():
             saved = read_json(path)
-            if saved.get("fingerprint") == self.fingerprint:
+            if saved.get("fingerprint") == key:
                 return saved
-        result = {**compute(), "fingerprint": self.fingerprint}
+        result = {**compute(), "fingerprint": key}
         write_json(path, result)
         return result
 
@@ -87,8 +87,14 @@ class Experiment:
     def hh(self) -> DatasetDict:
         """SFT corpus, train/test, columns id, prompt, response."""
         p = self.params.data.hh
-        return data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
-                            seed=self.params.seed, max_train=p.max_train, max_test=p.max_test)
+        splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
+                              seed=self.params.seed, max_train=p.max_train, max_test=p.max_test)
+        if self.params.planted.per_aspect:
+            harmful = plant_dialogues({a: s["train"] for a, s in self.trust.items()},
+                                      self.params.planted.per_aspect, seed=self.params.seed)
+            splits["train"] = concatenate_datasets(
+                [splits["train"], harmful.select_columns(splits["train"].column_names)])
+        return splits
 
     @cached_property
     def trust(self) -> dict[str, DatasetDict]:
@@ -116,7 +122,11 @@ class Experiment:
             if cap is not None and cap > have:
                 raise ValueError(f"data.hh.max_{split}={cap} but the SFT corpus has only "
                                  f"{have} {split} dialogues: lower it or set it to null")
-        lines = [f"hh: {len(self.hh['train'])} train / {len(self.hh['test'])} test dialogues"]
+        n_train = len(self.hh["train"])
+        if self.params.selection.k > n_train:
+            raise ValueError(f"selection.k={self.params.selection.k} is larger than the {n_train} "
+                             f"SFT train samples: lower selection.k or raise data.hh.max_train")
+        lines = [f"hh: {n_train} train / {len(self.hh['test'])} test dialogues"]
         for aspect, splits in self.trust.items():
             if len(splits["train"]) == 0 or len(splits["test"]) == 0:
                 raise ValueError(f"{aspect}: empty train or test split; check "
@@ -132,12 +142,12 @@ class Experiment:
     def base_model_dir(self) -> Path:
         """The base (pre-SFT) model as a ``save_pretrained`` folder, built once."""
         texts = None
-        fingerprint = ""
+        corpus_hash = ""
         if self.params.model.tiny is not None:
             texts = _tokenizer_corpus(self.hh["train"], self.trust)
-            fingerprint = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+            corpus_hash = hashlib.sha256("\n".join(texts).encode()).hexdigest()
         return prepare_base_model(self.params.model, self.params.cache_dir(), seed=self.params.seed,
-                                  tokenizer_texts=texts, data_fingerprint=fingerprint)
+                                  tokenizer_texts=texts, data_fingerprint=corpus_hash)
 
     def load_model(self, path: str | os.PathLike[str] | None = None):
         """(model, tokenizer) from ``path`` (default: the base model), on the device."""

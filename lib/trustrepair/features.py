@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trustrepair.metrics import collate, encode
+from trustrepair.metrics import encode, length_sorted_batches
 
 
 @torch.no_grad()
@@ -23,11 +22,10 @@ def mean_pooled_hidden_states(model: PreTrainedModel, tokenizer: PreTrainedToken
                for p, r in zip(dialogues["prompt"], dialogues["response"], strict=True)]
     out = torch.empty(len(encoded), model.config.hidden_size)
     model.eval()
-    for start in tqdm(range(0, len(encoded), batch_size), desc="hidden states", leave=False):
-        batch = collate(encoded[start:start + batch_size], tokenizer.pad_token_id)
-        mask = batch["attention_mask"].to(device)
-        hidden = model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
+    for idx, batch in length_sorted_batches(encoded, batch_size, tokenizer.pad_token_id, device,
+                                            "hidden states"):
+        mask = batch["attention_mask"]
+        hidden = model(input_ids=batch["input_ids"], attention_mask=mask,
                        output_hidden_states=True).hidden_states[-1].float()
-        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-        out[start:start + len(pooled)] = pooled.cpu()
+        out[idx] = ((hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)).cpu()
     return out

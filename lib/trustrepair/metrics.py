@@ -9,7 +9,7 @@ follows it and positions stay 0..L-1, so a score does not depend on the batch it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -69,21 +69,29 @@ def response_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor],
     return (total / n_tokens if normalized else total), n_tokens
 
 
+def length_sorted_batches(encoded: Sequence[dict[str, list[int]]], batch_size: int,
+                          pad_token_id: int, device: torch.device,
+                          desc: str) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Batches of similar length, longest first (little padding, early out-of-memory),
+    with the input positions of their rows; progress shown with tqdm."""
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[start:start + batch_size]
+        batch = collate([encoded[i] for i in idx], pad_token_id)
+        yield idx, {k: v.to(device) for k, v in batch.items()}
+
+
 def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]]],
                        pad_token_id: int, batch_size: int, normalized: bool,
                        desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score encoded examples, longest first (less padding), returned in input order."""
+    """Score encoded examples batch by batch, returned in input order."""
     device = next(model.parameters()).device
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     scores = torch.empty(len(encoded), dtype=torch.float64)
     counts = torch.empty(len(encoded), dtype=torch.long)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-            idx = order[start:start + batch_size]
-            batch = collate([encoded[i] for i in idx], pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for idx, batch in length_sorted_batches(encoded, batch_size, pad_token_id, device, desc):
             lp, n = response_logprobs(model, batch, normalized)
             scores[idx] = lp.double().cpu()
             counts[idx] = n.cpu()

@@ -195,6 +195,13 @@ class SelectionParams(_Section):
     """RBF parameter of the kernel; None = median heuristic."""
 
 
+class PlantedParams(_Section):
+    """Known-harmful SFT dialogues added to check attribution (off in the paper configs)."""
+
+    per_aspect: int = Field(0, ge=0)
+    """Dialogues planted per aspect, built from its trust train split; 0 = off."""
+
+
 class PathParams(_Section):
     """Where outputs go; relative paths are relative to the repository root."""
 
@@ -219,6 +226,7 @@ class Params(_Section):
     eval: EvalParams = EvalParams()
     attribution: AttributionParams = AttributionParams()
     selection: SelectionParams = SelectionParams()
+    planted: PlantedParams = PlantedParams()
     paths: PathParams = PathParams()
 
     def run_dir(self) -> Path:

@@ -124,14 +124,121 @@ def build_sft_outputs(params: Params) -> list[Path]:
     return paths
 
 
-BUILDERS = {"01_sft": build_sft_outputs}
-"""Step name -> builder of its tables and figures."""
+def _load_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    if not Path(path).exists():
+        raise FileNotFoundError(2, "missing", str(path))
+    return load_file(str(path))
+
+
+def plot_score_histograms(scores: dict) -> plt.Figure:
+    """Distribution of detrimental scores per aspect (right tail = most harmful samples)."""
+    use_paper_style()
+    aspects = [a for a in ASPECTS if a in scores]
+    fig, axes = plt.subplots(1, len(aspects), figsize=(2 * COLUMN_WIDTH_IN, 1.8), squeeze=False)
+    for ax, aspect in zip(axes[0], aspects, strict=True):
+        sns.histplot(scores[aspect].double().numpy(), bins=40, ax=ax)
+        ax.axvline(0, color="0.3", lw=0.8, ls="--")
+        ax.set(title=ASPECT_LABELS[aspect], xlabel="detrimental score",
+               ylabel="SFT samples" if ax is axes[0][0] else "")
+    fig.tight_layout()
+    return fig
+
+
+def topk_overlap(scores: dict, k: int) -> pd.DataFrame:
+    """Jaccard overlap of the k most detrimental samples between every pair of targets."""
+    tops = {name: set(v.argsort(descending=True)[:k].tolist()) for name, v in scores.items()}
+    names = [a for a in (*ASPECTS, "common") if a in tops]
+    return pd.DataFrame([{"target": a, **{b: len(tops[a] & tops[b]) / len(tops[a] | tops[b])
+                                          for b in names}} for a in names])
+
+
+def build_attribution_outputs(params: Params) -> list[Path]:
+    """Score histograms and top-k overlap from step 02's saved scores."""
+    scores = _load_safetensors(params.run_dir() / "02_attribution" / "scores.safetensors")
+    k = min(params.selection.k, len(next(iter(scores.values()))))
+    paths = write_table(topk_overlap(scores, k), params.tables_dir(), "topk_overlap",
+                        caption=f"Jaccard overlap of the top-{k} detrimental SFT samples.")
+    paths += save_figure(plot_score_histograms(scores), params.figures_dir(), "attribution_scores")
+    return paths
+
+
+def plot_selection_pca(features, scores, picks: dict[str, list[int]], title: str) -> plt.Figure:
+    """Features projected on 2 principal components, coloured by score, with each pick."""
+    import torch
+
+    use_paper_style()
+    centred = features.double() - features.double().mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+    xy = (centred @ v[:, :2]).numpy()
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=scores.double().numpy(), s=4, cmap="viridis",
+                        alpha=0.6, linewidths=0)
+    markers = {"dpp": ("o", "DPP"), "topk": ("x", "top-k")}
+    for name, (marker, label) in markers.items():
+        idx = picks[name]
+        ax.scatter(xy[idx, 0], xy[idx, 1], marker=marker, s=22, label=label,
+                   facecolors="none" if marker == "o" else None,
+                   edgecolors="C3" if marker == "o" else None, color=None if marker == "o" else "k",
+                   linewidths=0.8)
+    fig.colorbar(points, ax=ax, label="detrimental score")
+    ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
+    ax.legend(loc="best", frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def build_selection_outputs(params: Params) -> list[Path]:
+    """PCA picture of the DPP vs top-k picks for every target, from steps 02 and 03."""
+    step = params.run_dir()
+    subsets = read_json(step / "03_dpp" / "subsets.json")["subsets"]
+    scores = _load_safetensors(step / "02_attribution" / "scores.safetensors")
+    features = _load_safetensors(step / "02_attribution" / "features.safetensors")["features"]
+    paths = []
+    for target, picks in subsets.items():
+        indices = {name: pick["indices"] for name, pick in picks.items()}
+        label = ASPECT_LABELS.get(target, "All aspects (common)")
+        fig = plot_selection_pca(features, scores[target], indices, label)
+        paths += save_figure(fig, params.figures_dir(), f"selection_pca_{target}")
+    return paths
+
+
+def plot_roc(roc: dict) -> plt.Figure:
+    """ROC curves of planted-sample recovery, one panel per aspect, one line per method."""
+    use_paper_style()
+    aspects = [a for a in ASPECTS if a in next(iter(roc.values()))]
+    fig, axes = plt.subplots(1, len(aspects), figsize=(2 * COLUMN_WIDTH_IN, 2.0), squeeze=False,
+                             sharey=True)
+    for ax, aspect in zip(axes[0], aspects, strict=True):
+        for method, curves in roc.items():
+            fpr, tpr = curves[aspect]
+            ax.plot(fpr, tpr, label=method, lw=1.2)
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
+        ax.set(title=ASPECT_LABELS[aspect], xlabel="false-positive rate",
+               ylabel="true-positive rate" if ax is axes[0][0] else "")
+    axes[0][-1].legend(loc="lower right", fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def build_planted_outputs(params: Params) -> list[Path]:
+    """Planted-harm recovery table and ROC figure from step 02b."""
+    result = read_json(params.run_dir() / "02b_planted" / "recovery.json")
+    caption = (f"Recovery of {result['k']} planted harmful SFT dialogues per aspect: AUROC and "
+               f"precision@{result['k']} of each method's ranking.")
+    paths = write_table(pd.DataFrame(result["table"]), params.tables_dir(), "planted_recovery",
+                        caption=caption)
+    paths += save_figure(plot_roc(result["roc"]), params.figures_dir(), "planted_roc")
+    return paths
 
 
 def build_all(params: Params) -> list[Path]:
     """Rebuild every table and figure whose step has saved results."""
+    builders = {"01_sft": build_sft_outputs, "02_attribution": build_attribution_outputs,
+                "02b_planted": build_planted_outputs, "03_dpp": build_selection_outputs}
     paths: list[Path] = []
-    for step, builder in BUILDERS.items():
+    for step, builder in builders.items():
         try:
             paths += builder(params)
         except FileNotFoundError as missing:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import platform
 import subprocess
 import time
@@ -21,12 +20,7 @@ import yaml
 
 from trustrepair.artifacts import read_json, write_json, write_text
 from trustrepair.params import Params
-
-STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    "00_data": ("seed", "data"),
-    "01_sft": ("seed", "data", "model", "sft", "eval"),
-}
-"""Params sections each step reads; a step not listed here depends on all of them."""
+from trustrepair.pipeline import ALL_SECTIONS, STEP_SECTIONS, enabled, fingerprint
 
 PACKAGES = ("torch", "transformers", "kronfluence", "datasets", "accelerate", "papermill",
             "numpy", "matplotlib", "seaborn", "pydantic")
@@ -41,13 +35,9 @@ def notebooks(directory: Path) -> list[Path]:
 
 
 def step_key(params: Params, notebook: Path, upstream_key: str) -> str:
-    step = notebook.stem
-    sections = STEP_SECTIONS.get(step)
-    dumped = params.model_dump(mode="json")
-    inputs = {k: dumped[k] for k in sections} if sections else \
-        {k: v for k, v in dumped.items() if k != "description"}
+    """Hash of what a step reads: its params sections, the notebook, the upstream key."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(inputs, sort_keys=True).encode())
+    digest.update(fingerprint(params, STEP_SECTIONS.get(notebook.stem, ALL_SECTIONS)).encode())
     digest.update(notebook.read_bytes())
     digest.update(upstream_key.encode())
     return digest.hexdigest()
@@ -85,6 +75,9 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         upstream = key
         step = notebook.stem
         if notebook not in selected:
+            continue
+        if not enabled(step, params):
+            print(f"[{step}] not enabled by these params, skipped")
             continue
         record = manifest["steps"].get(step, {})
         if not force and record.get("key") == key and record.get("status") == "done":

@@ -98,10 +98,10 @@ def run_sft(exp: Experiment) -> tuple[Path, dict]:
     def train() -> dict:
         model, tokenizer = exp.load_model()
         return finetune(model, tokenizer, exp.hh["train"], exp.params.sft, step,
-                        checkpoint_dir=step / "checkpoints" / exp.fingerprint,
+                        checkpoint_dir=step / "checkpoints" / exp.fingerprint("01_sft"),
                         seed=exp.params.seed)
 
-    return model_dir, exp.cached(metrics_path, train)
+    return model_dir, exp.cached("01_sft", metrics_path, train)
 
 
 def _collate_for_training(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:

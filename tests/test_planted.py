@@ -1,0 +1,70 @@
+"""Planted harmful dialogues and the recovery metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trustrepair.data import load_trust, split_trust
+from trustrepair.planted import (
+    PLANTED_PREFIX,
+    auroc,
+    plant_dialogues,
+    planted_mask,
+    precision_at_k,
+    recovery_table,
+    roc_curve,
+)
+from trustrepair.recovery import opponent_similarity
+
+
+@pytest.fixture(scope="module")
+def trust_train(fixture_data):
+    return {a: split_trust(load_trust(a, fixture_data))["train"]
+            for a in ("truthfulness", "machine_ethics", "stereotypical_bias")}
+
+
+def test_planted_dialogues_assert_train_opponents_in_new_wording(trust_train) -> None:
+    planted = plant_dialogues(trust_train, 3, seed=1)
+    assert len(planted) == 9 and len(set(planted["id"])) == 9
+    assert all(i.startswith(PLANTED_PREFIX) for i in planted["id"])
+    for row in planted:
+        triples = trust_train[row["aspect"]]
+        assert row["prompt"].startswith("\n\nHuman: ") and row["prompt"].endswith("\n\nAssistant:")
+        assert row["prompt"] not in triples["prompt"], "wording must differ from the eval prompts"
+        if row["aspect"] != "machine_ethics":
+            assert row["response"] in triples["opponent"]
+        else:
+            assert any(o in row["prompt"] for o in triples["opponent"])
+    assert plant_dialogues(trust_train, 3, seed=1)["id"] == planted["id"]
+    with pytest.raises(ValueError, match="planted.per_aspect=1000"):
+        plant_dialogues(trust_train, 1000)
+
+
+def test_auroc_and_precision_against_hand_counts() -> None:
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.5])
+    positive = torch.tensor([1, 0, 1, 0, 1, 0])
+    # pairs (pos > neg): 0.9 beats 3, 0.7 beats 2, 0.5 ties one (0.5) and beats none -> 5.5 / 9
+    assert auroc(scores, positive) == pytest.approx(5.5 / 9)
+    assert auroc(-scores, positive) == pytest.approx(1 - 5.5 / 9)
+    assert precision_at_k(scores, positive, 3) == pytest.approx(2 / 3)
+    fpr, tpr = roc_curve(scores, positive)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+    with pytest.raises(ValueError):
+        auroc(scores, torch.ones(6))
+
+
+def test_recovery_table_scores_a_perfect_ranker_perfectly() -> None:
+    ids = ["hh-1", "planted-truthfulness-000", "hh-2", "planted-truthfulness-001",
+           "planted-machine_ethics-000"]
+    perfect = planted_mask(ids, "truthfulness").double()
+    table = recovery_table({"oracle": {"truthfulness": perfect}}, ids, k=2)
+    assert table.to_dict(orient="records") == [
+        {"method": "oracle", "aspect": "truthfulness", "auroc": 1.0, "precision_at_k": 1.0}]
+
+
+def test_opponent_similarity_picks_the_nearest_opponent() -> None:
+    train = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    opponents = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    sim = opponent_similarity(train, opponents)
+    assert sim.tolist() == pytest.approx([0.0, 1.0, 2 ** -0.5])
