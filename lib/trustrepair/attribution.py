@@ -13,6 +13,8 @@ samples is predicted to lower F_j.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -127,8 +129,23 @@ class Influence:
     scores: dict[str, torch.Tensor]
     """Aspect -> (n_train,) kronfluence scores (negative = detrimental)."""
     factors_dir: Path
-    factors_name: str
+    """kronfluence's factor folder, with :data:`FACTOR_METADATA` beside the factors."""
     tracked_modules: list[str]
+
+
+FACTOR_METADATA = "trustrepair_factors.json"
+"""Beside kronfluence's factor files: which model and modules they were fitted on."""
+
+
+def tracked_weights_hash(model: torch.nn.Module, modules: list[str]) -> str:
+    """Fingerprint of the tracked layers' parameters: ties factors to one model."""
+    named = dict(model.named_modules())
+    digest = hashlib.sha256()
+    for name in modules:
+        for p in (named[name].weight, named[name].bias):
+            if p is not None:
+                digest.update(p.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def detrimental(scores: torch.Tensor) -> torch.Tensor:
@@ -155,6 +172,7 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     reuses what was already computed, so an interrupted step resumes.
     """
     tracked = tracked_linear_modules(model, params.tracked_blocks)
+    model_hash = tracked_weights_hash(model, tracked)
     task = SFTTrustTask(tracked, normalized=normalized)
     model = prepare_model(model, task)
     analyzer = Analyzer(analysis_name=name, model=model, task=task, output_dir=str(out_dir),
@@ -174,6 +192,9 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         has_shared_parameters=False)
     analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
                              per_device_batch_size=params.train_batch_size)
+    factors_dir = Path(analyzer.factors_output_dir(factors_name="ekfac"))
+    (factors_dir / FACTOR_METADATA).write_text(json.dumps(
+        {"modules": tracked, "strategy": params.strategy, "model_hash": model_hash}, indent=2))
     factors = analyzer.load_all_factors("ekfac")
     for kind, per_module in factors.items():
         check_finite(per_module, f"EK-FAC {kind}")
@@ -193,8 +214,7 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         in_order = torch.empty(len(train_items), dtype=torch.float64)
         in_order[by_length] = result["all_modules"].sum(0).double()
         scores[aspect] = in_order / (len(triples) or math.nan)
-    return Influence(scores=scores, factors_dir=Path(out_dir) / name, factors_name="ekfac",
-                     tracked_modules=tracked)
+    return Influence(scores=scores, factors_dir=factors_dir, tracked_modules=tracked)
 
 
 COMMON = "common"
@@ -243,6 +263,7 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
             frame = ranked_frame(train, values)
             write_text(step / f"scores_{aspect}.csv", frame.to_csv(index=False))
         return {"tracked_modules": influence.tracked_modules, "n_train": len(train),
+                "factors_dir": str(influence.factors_dir),
                 "factor_samples": min(p.attribution.factor_samples, len(train)),
                 "aspects": list(influence.scores)}
 

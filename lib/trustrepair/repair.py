@@ -1,0 +1,142 @@
+"""The repair: one natural-gradient ascent step on the subset S (paper §3.4, eq. 5).
+
+    θ ← θ_post + β · (G + λI)⁻¹ · mean_{z∈S} ∇θ L(z)
+
+on the tracked decoder blocks only. G is the EK-FAC Fisher fitted in step 02 and
+(G + λI)⁻¹ is applied by kronfluence's own preconditioning code, with its damping λ
+(the heuristic 0.1 × mean eigenvalue unless ``attribution.damping`` is set), so the
+repair uses exactly the curvature the influence scores used. By eq. 6 the step is
+predicted to change F_j by ``-β · mean_{z∈S} detrimental(z)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from kronfluence.arguments import ScoreArguments
+from kronfluence.factor.config import FactorConfig
+from safetensors.torch import load_file
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trustrepair.attribution import FACTOR_METADATA, tracked_weights_hash
+from trustrepair.metrics import IGNORE, collate, encode
+
+FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
+                "num_lambda_processed")
+
+
+@dataclass
+class Preconditioner:
+    """(G + λI)⁻¹ for each tracked module, from EK-FAC factors saved by kronfluence."""
+
+    modules: list[str]
+    storage: dict[str, dict[str, torch.Tensor]]
+    strategy: str
+    model_hash: str
+
+    @classmethod
+    def load(cls, factors_dir: Path, damping: float | None) -> Preconditioner:
+        """Read factors written by step 02 and fold in the damping (kronfluence's ``prepare``)."""
+        factors_dir = Path(factors_dir)
+        meta_path = factors_dir / FACTOR_METADATA
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no factors at {factors_dir}: run step 02 first")
+        meta = json.loads(meta_path.read_text())
+        loaded = {name: load_file(str(factors_dir / f"{name}.safetensors"))
+                  for name in FACTOR_FILES if (factors_dir / f"{name}.safetensors").exists()}
+        config = FactorConfig.CONFIGS[meta["strategy"]]
+        args = ScoreArguments(damping_factor=damping)
+        storage = {}
+        for module in meta["modules"]:
+            storage[module] = {name: per_module[module] for name, per_module in loaded.items()}
+            config.prepare(storage[module], args, torch.device("cpu"))
+        return cls(meta["modules"], storage, meta["strategy"], meta["model_hash"])
+
+    def apply(self, module: str, gradient: torch.Tensor) -> torch.Tensor:
+        """(G + λI)⁻¹ g for one module's gradient matrix [dW | db]."""
+        config = FactorConfig.CONFIGS[self.strategy]
+        return config.precondition_gradient(gradient.to(torch.float32), self.storage[module])
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse a model the factors were not fitted on (before any compute)."""
+        named = dict(model.named_modules())
+        missing = [m for m in self.modules if not isinstance(named.get(m), nn.Linear)]
+        if missing:
+            raise ValueError(f"the factors track modules this model lacks: {missing[:3]}: use "
+                             f"factors fitted on this model (rerun step 02)")
+        if tracked_weights_hash(model, self.modules) != self.model_hash:
+            raise ValueError("the factors were fitted on a different model (its tracked weights "
+                             "differ): rerun step 02 on this model")
+
+
+def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    subset: Dataset, modules: list[str], *, max_length: int,
+                    batch_size: int = 8) -> dict[str, torch.Tensor]:
+    """mean_{z∈S} ∇L(z) per tracked module as a matrix [dW | db] (kronfluence's layout).
+
+    L(z) is the summed response cross-entropy of z, the loss the scores differentiate.
+    """
+    named = dict(model.named_modules())
+    params = {m: [p for p in (named[m].weight, named[m].bias) if p is not None] for m in modules}
+    flat = [p for ps in params.values() for p in ps]
+    totals = [torch.zeros_like(p, dtype=torch.float32) for p in flat]
+    encoded = [encode(tokenizer, p, r, max_length, add_eos=True)
+               for p, r in zip(subset["prompt"], subset["response"], strict=True)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(encoded), batch_size):
+        batch = {k: v.to(device) for k, v in
+                 collate(encoded[start:start + batch_size], tokenizer.pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                           batch["labels"][:, 1:].reshape(-1),
+                                           ignore_index=IGNORE, reduction="sum")
+        for total, grad in zip(totals, torch.autograd.grad(loss, flat), strict=True):
+            total += grad.float()
+    model.train(was_training)
+    out, i = {}, 0
+    for module, ps in params.items():
+        parts = [totals[i + j] / len(encoded) for j in range(len(ps))]
+        i += len(ps)
+        out[module] = torch.cat([parts[0], parts[1].unsqueeze(1)], 1) if len(ps) == 2 else parts[0]
+    return out
+
+
+def pbrf_step(model: PreTrainedModel, preconditioner: Preconditioner,
+              gradient: dict[str, torch.Tensor], beta: float) -> PreTrainedModel:
+    """A copy of ``model`` moved by β · (G + λI)⁻¹ g on the tracked modules (eq. 5)."""
+    repaired = copy.deepcopy(model)
+    named = dict(repaired.named_modules())
+    with torch.no_grad():
+        for module, g in gradient.items():
+            step = beta * preconditioner.apply(module, g.cpu())
+            layer = named[module]
+            layer.weight += step[:, :layer.weight.shape[1]].to(layer.weight)
+            if layer.bias is not None:
+                layer.bias += step[:, -1].to(layer.bias)
+    return repaired
+
+
+def repair(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+           preconditioner: Preconditioner, subset: Dataset, beta: float, *,
+           max_length: int, batch_size: int = 8) -> PreTrainedModel:
+    """Repaired copy of ``model``: one PBRF step of size ``beta`` on ``subset`` (eq. 5).
+
+    The input model is left untouched. Bad inputs fail before any gradient is computed.
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0 (it scales the ascent step), not {beta}")
+    if len(subset) == 0:
+        raise ValueError("the repair subset is empty: select at least one SFT sample")
+    preconditioner.check_model(model)
+    gradient = subset_gradient(model, tokenizer, subset, preconditioner.modules,
+                               max_length=max_length, batch_size=batch_size)
+    return pbrf_step(model, preconditioner, gradient, beta)

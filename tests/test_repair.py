@@ -1,0 +1,116 @@
+"""The PBRF repair step against a dense solve, and its guard rails."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from trustrepair.attribution import detrimental, fit_and_score
+from trustrepair.data import load_hh, load_trust, split_trust
+from trustrepair.metrics import trust_logodds
+from trustrepair.models import tiny_model
+from trustrepair.params import AttributionParams, TinyModelParams
+from trustrepair.repair import Preconditioner, pbrf_step, repair, subset_gradient
+
+DAMPING = 1e-3
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt_neox"])
+def fitted(request, tokenizer, fixture_data, tmp_path_factory):
+    """A tiny model with EK-FAC factors and scores on its last block."""
+    model = tiny_model(TinyModelParams(family=request.param, layers=2, hidden=16, heads=2,
+                                       intermediate=32), len(tokenizer), seed=1).double()
+    train = load_hh(fixture_data, test_fraction=0.2)["train"].select(range(32))
+    triples = split_trust(load_trust("truthfulness", fixture_data))["train"].select(range(10))
+    influence = fit_and_score(
+        copy.deepcopy(model), tokenizer, train, {"truthfulness": triples},
+        AttributionParams(train_batch_size=8, query_batch_size=8, damping=DAMPING),
+        out_dir=tmp_path_factory.mktemp("factors"), name="f", sft_max_length=64,
+        eval_max_length=64, normalized=True)
+    return model, train, triples, influence
+
+
+def _dense_solve(pre: Preconditioner, module: str, g: torch.Tensor) -> torch.Tensor:
+    """(G + λI)⁻¹ vec(g) with G = (Q_S ⊗ Q_A) diag(Λ) (Q_S ⊗ Q_A)ᵀ built densely."""
+    store = pre.storage[module]
+    q_a = store["activation_eigenvectors"].double()
+    q_s = store["gradient_eigenvectors"].double()
+    # prepare() stored 1 / (Λ + λ); undo it to build G itself.
+    eigenvalues = 1 / store["lambda_matrix"].double() - DAMPING
+    basis = torch.kron(q_s, q_a)
+    fisher = basis @ torch.diag(eigenvalues.reshape(-1)) @ basis.T
+    system = fisher + DAMPING * torch.eye(len(fisher), dtype=torch.float64)
+    return torch.linalg.solve(system, g.double().reshape(-1)).reshape(g.shape)
+
+
+def test_step_equals_a_dense_solve(fitted, tokenizer) -> None:
+    model, train, _, influence = fitted
+    pre = Preconditioner.load(influence.factors_dir, damping=DAMPING)
+    subset = train.select(range(4))
+    grads = subset_gradient(model, tokenizer, subset, pre.modules, max_length=64)
+    beta = 0.5
+    repaired = pbrf_step(model, pre, grads, beta)
+    before, after = dict(model.named_modules()), dict(repaired.named_modules())
+    for module, g in grads.items():
+        expected = beta * _dense_solve(pre, module, g)
+        tol = 1e-5 * expected.abs().max().item()  # kronfluence preconditions in float32
+        layer, new = before[module], after[module]
+        torch.testing.assert_close(new.weight - layer.weight,
+                                   expected[:, :layer.weight.shape[1]].to(layer.weight),
+                                   rtol=1e-4, atol=tol)
+        if layer.bias is not None:
+            torch.testing.assert_close(new.bias - layer.bias, expected[:, -1].to(layer.bias),
+                                       rtol=1e-4, atol=tol)
+    untracked = [n for n, _ in model.named_parameters()
+                 if not any(n.startswith(m + ".") for m in pre.modules)]
+    params_after = dict(repaired.named_parameters())
+    assert all(torch.equal(p, params_after[n]) for n, p in model.named_parameters()
+               if n in untracked)
+
+
+def test_repair_is_deterministic_and_leaves_the_input_alone(fitted, tokenizer) -> None:
+    model, train, _, influence = fitted
+    pre = Preconditioner.load(influence.factors_dir, damping=DAMPING)
+    original = {n: p.clone() for n, p in model.state_dict().items()}
+    a = repair(model, tokenizer, pre, train.select(range(6)), 0.1, max_length=64, batch_size=4)
+    b = repair(model, tokenizer, pre, train.select(range(6)), 0.1, max_length=64, batch_size=4)
+    assert all(torch.equal(x, y) for x, y in
+               zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(torch.equal(original[n], p) for n, p in model.state_dict().items())
+    assert any(not torch.equal(original[n], p) for n, p in a.state_dict().items())
+
+
+def test_small_beta_moves_f_the_predicted_way(fitted, tokenizer) -> None:
+    """Eq. 6: ΔF ≈ -β · mean detrimental score of S, monotone in β while β is small."""
+    model, train, triples, influence = fitted
+    pre = Preconditioner.load(influence.factors_dir, damping=DAMPING)
+    harm = detrimental(influence.scores["truthfulness"])
+    chosen = harm.argsort(descending=True)[:4].tolist()
+    slope = -harm[chosen].mean().item()
+    base = trust_logodds(model, tokenizer, triples, max_length=64).mean
+    grads = subset_gradient(model, tokenizer, train.select(chosen), pre.modules, max_length=64)
+    changes = [trust_logodds(pbrf_step(model, pre, grads, beta), tokenizer, triples,
+                             max_length=64).mean - base for beta in (1e-4, 2e-4, 4e-4)]
+    assert all(c * slope > 0 for c in changes), (changes, slope)
+    assert abs(changes[0]) < abs(changes[1]) < abs(changes[2])
+    assert changes[0] == pytest.approx(1e-4 * slope, rel=0.1)
+
+
+def test_bad_inputs_fail_before_compute(fitted, tokenizer) -> None:
+    model, train, _, influence = fitted
+    pre = Preconditioner.load(influence.factors_dir, damping=DAMPING)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        repair(model, tokenizer, pre, train.select(range(2)), 0.0, max_length=64)
+    with pytest.raises(ValueError, match="subset is empty"):
+        repair(model, tokenizer, pre, train.select([]), 0.1, max_length=64)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        dict(other.named_modules())[pre.modules[0]].weight.add_(1e-3)
+    with pytest.raises(ValueError, match="different model"):
+        repair(other, tokenizer, pre, train.select(range(2)), 0.1, max_length=64)
+    wrong = copy.deepcopy(pre)
+    wrong.modules = ["model.nowhere.q_proj"]
+    with pytest.raises(ValueError, match="lacks"):
+        repair(model, tokenizer, wrong, train.select(range(2)), 0.1, max_length=64)
