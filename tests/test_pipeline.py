@@ -56,7 +56,7 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     for ext in ("pdf", "png"):
         assert (tmp_path / "figures" / name / f"logodds_pre_post.{ext}").stat().st_size > 0
     run_dir = tmp_path / "runs" / name
-    for step in ("01_sft", "02_attribution", "03_dpp"):
+    for step in ("01_sft", "02_attribution", "03_dpp", "04_repair"):
         assert (run_dir / "notebooks" / f"{step}.ipynb").exists()
     assert not (run_dir / "notebooks" / "02b_planted.ipynb").exists(), "planting is off"
     overlap = pd.read_csv(tmp_path / "tables" / name / "topk_overlap.csv")
@@ -68,10 +68,21 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
         assert all(len(set(p["indices"])) == 10 for p in picks.values())
     for target in subsets:
         assert (tmp_path / "figures" / name / f"selection_pca_{target}.png").exists()
+    table1 = pd.read_csv(tmp_path / "tables" / name / "table1.csv")
+    assert list(table1.columns) == [
+        "aspect", "pre_sft_logodds", "post_sft_logodds", "ours_logodds", "pre_sft_ppl",
+        "post_sft_ppl", "ours_ppl", "rel_change_logodds", "rel_change_ppl"]
+    assert list(table1.aspect) == list(ASPECTS)
+    expected = 100 * (table1.post_sft_logodds - table1.ours_logodds) / table1.post_sft_logodds.abs()
+    assert (table1.rel_change_logodds - expected).abs().max() < 1e-9
+    table2 = pd.read_csv(tmp_path / "tables" / name / "table2.csv")
+    assert table2.ours_ppl.nunique() == 1, "one common repaired model for every aspect"
+    assert (run_dir / "04_repair" / "model_common" / "config.json").exists()
+    assert (tmp_path / "figures" / name / "predicted_vs_actual.png").exists()
     assert (run_dir / "01_sft" / "model" / "config.json").exists()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert all(manifest["steps"][s]["status"] == "done"
-               for s in ("01_sft", "02_attribution", "03_dpp"))
+               for s in ("01_sft", "02_attribution", "03_dpp", "04_repair"))
     assert manifest["environment"]["packages"]["torch"]
 
     # Unchanged inputs: nothing reruns. Then the figures rebuild from saved results alone.

@@ -195,6 +195,23 @@ class SelectionParams(_Section):
     """RBF parameter of the kernel; None = median heuristic."""
 
 
+class RepairParams(_Section):
+    """The PBRF step (step 04, eq. 5)."""
+
+    beta: float = Field(0.01, gt=0)
+    """Step size β of the repair reported in Tables 1 and 2 (paper: grid 0.001-0.040)."""
+    selector: Literal["dpp", "topk", "random"] = "dpp"
+    betas: tuple[float, ...] = (0.005, 0.01, 0.02)
+    """β values of the predicted-vs-measured check of eq. 6."""
+
+    @field_validator("betas")
+    @classmethod
+    def _positive_betas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(b <= 0 for b in v):
+            raise ValueError("list one or more step sizes, each > 0")
+        return tuple(sorted(v))
+
+
 class PlantedParams(_Section):
     """Known-harmful SFT dialogues added to check attribution (off in the paper configs)."""
 
@@ -226,6 +243,7 @@ class Params(_Section):
     eval: EvalParams = EvalParams()
     attribution: AttributionParams = AttributionParams()
     selection: SelectionParams = SelectionParams()
+    repair: RepairParams = RepairParams()
     planted: PlantedParams = PlantedParams()
     paths: PathParams = PathParams()
 

@@ -17,11 +17,12 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "02_attribution": ("attribution",),
     "02b_planted": (),
     "03_dpp": ("selection",),
+    "04_repair": ("repair",),
 }
 """Sections a step reads itself; it also depends on everything its predecessors read."""
 
 ALL_SECTIONS = ("seed", "device", "threads", "data", "planted", "model", "sft", "eval",
-                "attribution", "selection")
+                "attribution", "selection", "repair")
 
 
 def enabled(step: str, params: Params) -> bool:

@@ -24,8 +24,18 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trustrepair.attribution import FACTOR_METADATA, tracked_weights_hash
-from trustrepair.metrics import IGNORE, collate, encode
+from trustrepair.artifacts import read_json
+from trustrepair.attribution import (
+    COMMON,
+    FACTOR_METADATA,
+    load_scores,
+    post_sft_dir,
+    tracked_weights_hash,
+)
+from trustrepair.evaluation import evaluate
+from trustrepair.experiment import Experiment
+from trustrepair.metrics import IGNORE, collate, encode, trust_logodds
+from trustrepair.models import save_pretrained
 
 FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
                 "num_lambda_processed")
@@ -140,3 +150,57 @@ def repair(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     gradient = subset_gradient(model, tokenizer, subset, preconditioner.modules,
                                max_length=max_length, batch_size=batch_size)
     return pbrf_step(model, preconditioner, gradient, beta)
+
+
+def run_repair(exp: Experiment) -> dict:
+    """Step 04: repair with each aspect's subset and with the common subset, and evaluate.
+
+    Per aspect j, the model repaired with S_j is evaluated on aspect j (Table 1); the
+    model repaired with the common subset on every aspect (Table 2); both with HH test
+    perplexity. A β sweep per aspect compares the change of F_j on the trust train
+    triples (those the scores were computed for) with the prediction of eq. 6.
+    Repaired models are saved with ``save_pretrained`` under ``04_repair/model_<target>``.
+    """
+    p = exp.params
+    step = exp.step_dir("04_repair")
+
+    def compute() -> dict:
+        summary = read_json(exp.run_dir / "02_attribution" / "attribution.json")
+        preconditioner = Preconditioner.load(Path(summary["factors_dir"]), p.attribution.damping)
+        subsets = read_json(exp.run_dir / "03_dpp" / "subsets.json")["subsets"]
+        harm = load_scores(exp)
+        model, tokenizer = exp.load_model(post_sft_dir(exp))
+        train, tests = exp.hh["train"], exp.trust_test()
+        results: dict = {"beta": p.repair.beta, "selector": p.repair.selector, "targets": {},
+                         "sweep": []}
+        for target in [*tests, COMMON]:
+            indices = subsets[target][p.repair.selector]["indices"]
+            subset = train.select(indices)
+            gradient = subset_gradient(model, tokenizer, subset, preconditioner.modules,
+                                       max_length=p.sft.max_length,
+                                       batch_size=p.attribution.train_batch_size)
+            preconditioner.check_model(model)
+            repaired = pbrf_step(model, preconditioner, gradient, p.repair.beta)
+            evaluated = tests if target == COMMON else {target: tests[target]}
+            results["targets"][target] = evaluate(repaired, tokenizer, evaluated, exp.hh["test"],
+                                                  p.eval)
+            save_pretrained(repaired, tokenizer, step / f"model_{target}")
+            if target == COMMON:
+                continue
+            # Eq. 6 predicts F_j on the triples the scores were computed on: the train split.
+            queries = exp.trust[target]["train"]
+            base = trust_logodds(model, tokenizer, queries, batch_size=p.eval.batch_size,
+                                 max_length=p.eval.max_length,
+                                 normalized=p.eval.length_normalized).mean
+            for beta in p.repair.betas:
+                moved = pbrf_step(model, preconditioner, gradient, beta)
+                measured = trust_logodds(moved, tokenizer, queries,
+                                         batch_size=p.eval.batch_size,
+                                         max_length=p.eval.max_length,
+                                         normalized=p.eval.length_normalized).mean - base
+                results["sweep"].append({
+                    "aspect": target, "beta": beta, "measured_change": measured,
+                    "predicted_change": -beta * float(harm[target][indices].mean())})
+        return results
+
+    return exp.cached("04_repair", step / "repair.json", compute)

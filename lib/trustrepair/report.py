@@ -233,10 +233,73 @@ def build_planted_outputs(params: Params) -> list[Path]:
     return paths
 
 
+def relative_change(post: float, ours: float) -> float:
+    """The paper's relative change, 100 · (Post − Ours) / |Post|: positive = lower = better."""
+    return 100 * (post - ours) / abs(post)
+
+
+def repair_table(pre: dict, post: dict, repaired: dict[str, dict]) -> pd.DataFrame:
+    """Table 1 / Table 2 rows: per aspect, the model repaired for it (``repaired[aspect]``)."""
+    rows = []
+    for aspect in _aspects(post):
+        if aspect not in repaired:
+            continue
+        ours = repaired[aspect]
+        rows.append({
+            "aspect": aspect, "pre_sft_logodds": pre["aspects"][aspect]["logodds"],
+            "post_sft_logodds": post["aspects"][aspect]["logodds"],
+            "ours_logodds": ours["aspects"][aspect]["logodds"],
+            "pre_sft_ppl": pre["ppl"], "post_sft_ppl": post["ppl"], "ours_ppl": ours["ppl"],
+            "rel_change_logodds": relative_change(post["aspects"][aspect]["logodds"],
+                                                  ours["aspects"][aspect]["logodds"]),
+            "rel_change_ppl": relative_change(post["ppl"], ours["ppl"])})
+    return pd.DataFrame(rows)
+
+
+def plot_predicted_vs_actual(sweep: pd.DataFrame) -> plt.Figure:
+    """Measured vs eq. 6-predicted change of F_j across β, one colour per aspect."""
+    use_paper_style()
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
+    frame = sweep.assign(aspect=sweep["aspect"].map(ASPECT_LABELS))
+    sns.scatterplot(data=frame, x="predicted_change", y="measured_change", hue="aspect",
+                    size="beta", ax=ax)
+    low = min(frame.predicted_change.min(), frame.measured_change.min())
+    high = max(frame.predicted_change.max(), frame.measured_change.max())
+    ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls="--")
+    rho = frame[["predicted_change", "measured_change"]].corr(method="spearman").iloc[0, 1]
+    ax.set(xlabel="predicted ΔF (eq. 6)", ylabel="measured ΔF", title=f"Spearman ρ = {rho:.2f}")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def build_repair_outputs(params: Params) -> list[Path]:
+    """Tables 1 and 2 and the predicted-vs-actual figure from steps 01 and 04."""
+    run = params.run_dir()
+    pre, post = read_json(run / "01_sft" / "eval_pre.json"), read_json(run / "01_sft" /
+                                                                        "eval_post.json")
+    result = read_json(run / "04_repair" / "repair.json")
+    targets = result["targets"]
+    setting = f"β = {result['beta']}, {result['selector']} subsets"
+    paths = write_table(repair_table(pre, post, targets), params.tables_dir(), "table1",
+                        caption=f"{params.name}: Pre-SFT, Post-SFT and repaired (ours, {setting}, "
+                                f"one subset per aspect). Relative change 100(Post-Ours)/|Post|.")
+    common = {aspect: targets["common"] for aspect in targets["common"]["aspects"]}
+    paths += write_table(repair_table(pre, post, common), params.tables_dir(), "table2",
+                         caption=f"{params.name}: repair with one common subset for all "
+                                 f"aspects ({setting}).")
+    sweep = pd.DataFrame(result["sweep"])
+    paths += write_table(sweep, params.tables_dir(), "predicted_vs_actual", float_format="%.5f")
+    paths += save_figure(plot_predicted_vs_actual(sweep), params.figures_dir(),
+                         "predicted_vs_actual")
+    return paths
+
+
 def build_all(params: Params) -> list[Path]:
     """Rebuild every table and figure whose step has saved results."""
     builders = {"01_sft": build_sft_outputs, "02_attribution": build_attribution_outputs,
-                "02b_planted": build_planted_outputs, "03_dpp": build_selection_outputs}
+                "02b_planted": build_planted_outputs, "03_dpp": build_selection_outputs,
+                "04_repair": build_repair_outputs}
     paths: list[Path] = []
     for step, builder in builders.items():
         try:
