@@ -159,3 +159,11 @@ def test_planted_harm_step_runs_and_writes_the_recovery_table(tmp_path: Path) ->
     assert set(table.aspect) == set(ASPECTS)
     assert table.auroc.between(0, 1).all() and table.precision_at_k.between(0, 1).all()
     assert (tmp_path / "figures" / "smoke-planted" / "planted_roc.pdf").exists()
+
+
+def test_runner_finds_every_numbered_notebook_in_order() -> None:
+    from trustrepair.runner import notebooks
+
+    found = [nb.stem for nb in notebooks(ROOT / "notebooks")]
+    assert found == sorted(nb.stem for nb in NOTEBOOKS)
+    assert found.index("02_attribution") < found.index("02b_planted") < found.index("03_dpp")

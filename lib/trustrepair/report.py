@@ -227,8 +227,8 @@ def build_planted_outputs(params: Params) -> list[Path]:
     result = read_json(params.run_dir() / "02b_planted" / "recovery.json")
     caption = (f"Recovery of {result['k']} planted harmful SFT dialogues per aspect: AUROC and "
                f"precision@{result['k']} of each method's ranking.")
-    paths = write_table(pd.DataFrame(result["table"]), params.tables_dir(), "planted_recovery",
-                        caption=caption)
+    table = pd.DataFrame(result["table"])[["method", "aspect", "auroc", "precision_at_k"]]
+    paths = write_table(table, params.tables_dir(), "planted_recovery", caption=caption)
     paths += save_figure(plot_roc(result["roc"]), params.figures_dir(), "planted_roc")
     return paths
 
@@ -288,7 +288,8 @@ def build_repair_outputs(params: Params) -> list[Path]:
     paths += write_table(repair_table(pre, post, common), params.tables_dir(), "table2",
                          caption=f"{params.name}: repair with one common subset for all "
                                  f"aspects ({setting}).")
-    sweep = pd.DataFrame(result["sweep"])
+    sweep = pd.DataFrame(result["sweep"])[["aspect", "beta", "predicted_change",
+                                           "measured_change"]]
     paths += write_table(sweep, params.tables_dir(), "predicted_vs_actual", float_format="%.5f")
     paths += save_figure(plot_predicted_vs_actual(sweep), params.figures_dir(),
                          "predicted_vs_actual")

@@ -27,8 +27,8 @@ PACKAGES = ("torch", "transformers", "kronfluence", "datasets", "accelerate", "p
 
 
 def notebooks(directory: Path) -> list[Path]:
-    """Numbered notebooks ``NN_name.ipynb`` in run order."""
-    found = sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
+    """Numbered notebooks ``NN_name.ipynb`` (or ``NNb_name.ipynb``) in run order."""
+    found = sorted(Path(directory).glob("[0-9][0-9]*_*.ipynb"))
     if not found:
         raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {directory}")
     return found
