@@ -203,6 +203,8 @@ class RepairParams(_Section):
     selector: Literal["dpp", "topk", "random"] = "dpp"
     betas: tuple[float, ...] = (0.005, 0.01, 0.02)
     """β values of the predicted-vs-measured check of eq. 6."""
+    sweep_triples: int | None = Field(None, gt=0)
+    """Cap on the trust train triples the β sweep measures F_j on (None = all)."""
 
     @field_validator("betas")
     @classmethod

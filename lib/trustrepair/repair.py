@@ -189,6 +189,8 @@ def run_repair(exp: Experiment) -> dict:
                 continue
             # Eq. 6 predicts F_j on the triples the scores were computed on: the train split.
             queries = exp.trust[target]["train"]
+            if p.repair.sweep_triples and len(queries) > p.repair.sweep_triples:
+                queries = queries.shuffle(seed=p.seed).select(range(p.repair.sweep_triples))
             base = trust_logodds(model, tokenizer, queries, batch_size=p.eval.batch_size,
                                  max_length=p.eval.max_length,
                                  normalized=p.eval.length_normalized).mean
@@ -198,6 +200,8 @@ def run_repair(exp: Experiment) -> dict:
                                          batch_size=p.eval.batch_size,
                                          max_length=p.eval.max_length,
                                          normalized=p.eval.length_normalized).mean - base
+                # The scores are those of the mean F_j over all train triples: a subsample
+                # measures the same quantity with sampling noise.
                 results["sweep"].append({
                     "aspect": target, "beta": beta, "measured_change": measured,
                     "predicted_change": -beta * float(harm[target][indices].mean())})
