@@ -175,13 +175,11 @@ def plot_selection_pca(features, scores, picks: dict[str, list[int]], title: str
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
     points = ax.scatter(xy[:, 0], xy[:, 1], c=scores.double().numpy(), s=4, cmap="viridis",
                         alpha=0.6, linewidths=0)
-    markers = {"dpp": ("o", "DPP"), "topk": ("x", "top-k")}
-    for name, (marker, label) in markers.items():
-        idx = picks[name]
-        ax.scatter(xy[idx, 0], xy[idx, 1], marker=marker, s=22, label=label,
-                   facecolors="none" if marker == "o" else None,
-                   edgecolors="C3" if marker == "o" else None, color=None if marker == "o" else "k",
-                   linewidths=0.8)
+    dpp, topk = picks["dpp"], picks["topk"]
+    ax.scatter(xy[dpp, 0], xy[dpp, 1], s=24, facecolors="none", edgecolors="C3", linewidths=0.9,
+               label="DPP")
+    ax.scatter(xy[topk, 0], xy[topk, 1], s=18, marker="x", color="k", linewidths=0.8,
+               label="top-k")
     fig.colorbar(points, ax=ax, label="detrimental score")
     ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
     ax.legend(loc="best", frameon=True)
