@@ -167,3 +167,18 @@ def test_runner_finds_every_numbered_notebook_in_order() -> None:
     found = [nb.stem for nb in notebooks(ROOT / "notebooks")]
     assert found == sorted(nb.stem for nb in NOTEBOOKS)
     assert found.index("02_attribution") < found.index("02b_planted") < found.index("03_dpp")
+
+
+def test_a_failing_step_names_its_executed_notebook(tmp_path: Path, capsys) -> None:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = json.loads((ROOT / "notebooks" / "03_dpp.ipynb").read_text())
+    nb["cells"].insert(2, {"cell_type": "code", "execution_count": None, "id": "boom",
+                           "metadata": {}, "outputs": [], "source": "raise KeyError('boom')"})
+    (notebooks / "01_broken.ipynb").write_text(json.dumps(nb))
+    params_file = _params_file(tmp_path)
+    assert cli.main(["run", str(params_file), "--notebooks", str(notebooks)]) == 2
+    err = capsys.readouterr().err
+    assert "step 01_broken failed (KeyError" in err and "01_broken.ipynb" in err
+    manifest = json.loads((tmp_path / "runs" / "smoke" / "manifest.json").read_text())
+    assert manifest["steps"]["01_broken"]["status"] == "failed"

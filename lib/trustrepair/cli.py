@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ParamsError, FileNotFoundError, ValueError) as err:
+    except (ParamsError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"trustrepair: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -26,6 +26,10 @@ PACKAGES = ("torch", "transformers", "kronfluence", "datasets", "accelerate", "p
             "numpy", "matplotlib", "seaborn", "pydantic")
 
 
+class StepFailed(RuntimeError):
+    """A notebook raised; the message points at its executed copy."""
+
+
 def notebooks(directory: Path) -> list[Path]:
     """Numbered notebooks ``NN_name.ipynb`` (or ``NNb_name.ipynb``) in run order."""
     found = sorted(Path(directory).glob("[0-9][0-9]*_*.ipynb"))
@@ -88,10 +92,17 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         write_json(manifest_path, manifest)
         (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        papermill.execute_notebook(
-            str(notebook), str(run_dir / "notebooks" / notebook.name),
-            parameters={"params_file": str(params_file.resolve())},
-            kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False, log_output=True)
+        executed = run_dir / "notebooks" / notebook.name
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(executed),
+                parameters={"params_file": str(params_file.resolve())},
+                kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False, log_output=True)
+        except papermill.PapermillExecutionError as err:
+            manifest["steps"][step]["status"] = "failed"
+            write_json(manifest_path, manifest)
+            raise StepFailed(f"step {step} failed ({err.ename}: {err.evalue}); the executed "
+                             f"notebook with the traceback is {executed}") from None
         seconds = time.perf_counter() - start
         manifest["steps"][step].update(status="done", seconds=round(seconds, 1))
         write_json(manifest_path, manifest)
