@@ -111,10 +111,12 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
 
 
 def _select(all_notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    """Notebooks named by ``--only``: a step number (``02``, ``02b``) or a full stem."""
     if not only:
         return all_notebooks
-    chosen = [nb for nb in all_notebooks if any(nb.stem.startswith(o) for o in only)]
-    if len(chosen) != len(only):
+    unknown = [o for o in only if not any(o in (nb.stem.split("_", 1)[0], nb.stem)
+                                          for nb in all_notebooks)]
+    if unknown:
         names = [nb.stem for nb in all_notebooks]
-        raise ValueError(f"--only {only} does not match the notebooks {names}")
-    return chosen
+        raise ValueError(f"--only {unknown} matches none of the notebooks {names}")
+    return [nb for nb in all_notebooks if nb.stem.split("_", 1)[0] in only or nb.stem in only]
