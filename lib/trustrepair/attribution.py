@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,7 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trustrepair.artifacts import atomic_path, write_text
 from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
-from trustrepair.metrics import IGNORE, collate, encode, response_logprobs
+from trustrepair.metrics import IGNORE, collate, encode, encode_dialogues, response_logprobs
 from trustrepair.models import tracked_linear_modules
 from trustrepair.params import AttributionParams
 
@@ -96,14 +97,6 @@ def collate_signed(items: list[dict], pad_token_id: int) -> dict[str, torch.Tens
     if "sign" in items[0]:
         batch["sign"] = torch.tensor([it["sign"] for it in items], dtype=torch.float32)
     return batch
-
-
-def encode_dialogues(tokenizer: PreTrainedTokenizerBase, dialogues: Dataset,
-                     max_length: int) -> EncodedDataset:
-    """SFT samples as the SFT loss sees them: response + EOS labelled."""
-    return EncodedDataset([encode(tokenizer, p, r, max_length, add_eos=True)
-                           for p, r in zip(dialogues["prompt"], dialogues["response"],
-                                           strict=True)])
 
 
 def encode_triples(tokenizer: PreTrainedTokenizerBase, triples: Dataset,
@@ -190,11 +183,17 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         strategy=params.strategy, use_empirical_fisher=not params.true_fisher,
         amp_dtype=_DTYPES[params.dtype] if params.dtype != "float32" else None,
         has_shared_parameters=False)
+    start = time.perf_counter()
     analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
                              per_device_batch_size=params.train_batch_size)
     factors_dir = Path(analyzer.factors_output_dir(factors_name="ekfac"))
-    (factors_dir / FACTOR_METADATA).write_text(json.dumps(
-        {"modules": tracked, "strategy": params.strategy, "model_hash": model_hash}, indent=2))
+    meta_path = factors_dir / FACTOR_METADATA
+    # A resumed step reuses saved factors: keep the time of the fit that made them.
+    fit_seconds = (json.loads(meta_path.read_text()).get("fit_seconds") if meta_path.exists()
+                   else time.perf_counter() - start)
+    meta_path.write_text(json.dumps({"modules": tracked, "strategy": params.strategy,
+                                     "model_hash": model_hash, "fit_seconds": fit_seconds},
+                                    indent=2))
     factors = analyzer.load_all_factors("ekfac")
     for kind, per_module in factors.items():
         check_finite(per_module, f"EK-FAC {kind}")

@@ -38,6 +38,13 @@ def encode(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_l
             "labels": [IGNORE] * len(prompt_ids) + response_ids}
 
 
+def encode_dialogues(tokenizer: PreTrainedTokenizerBase, dialogues,
+                     max_length: int) -> list[dict[str, list[int]]]:
+    """(prompt, response) rows encoded as SFT saw them: labels on the response and EOS."""
+    return [encode(tokenizer, p, r, max_length, add_eos=True)
+            for p, r in zip(dialogues["prompt"], dialogues["response"], strict=True)]
+
+
 def collate(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad encoded examples into a batch with an attention mask."""
     width = max(len(e["input_ids"]) for e in examples)

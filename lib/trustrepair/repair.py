@@ -34,7 +34,7 @@ from trustrepair.attribution import (
 )
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
-from trustrepair.metrics import IGNORE, collate, encode, trust_logodds
+from trustrepair.metrics import IGNORE, collate, encode_dialogues, trust_logodds
 from trustrepair.models import save_pretrained
 
 FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
@@ -85,6 +85,15 @@ class Preconditioner:
                              "differ): rerun step 02 on this model")
 
 
+def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over a collated batch of L(z), the summed response cross-entropy of each z."""
+    logits = model(input_ids=batch["input_ids"],
+                   attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                       batch["labels"][:, 1:].reshape(-1),
+                                       ignore_index=IGNORE, reduction="sum")
+
+
 def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     subset: Dataset, modules: list[str], *, max_length: int,
                     batch_size: int = 8) -> dict[str, torch.Tensor]:
@@ -96,19 +105,14 @@ def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     params = {m: [p for p in (named[m].weight, named[m].bias) if p is not None] for m in modules}
     flat = [p for ps in params.values() for p in ps]
     totals = [torch.zeros_like(p, dtype=torch.float32) for p in flat]
-    encoded = [encode(tokenizer, p, r, max_length, add_eos=True)
-               for p, r in zip(subset["prompt"], subset["response"], strict=True)]
+    encoded = encode_dialogues(tokenizer, subset, max_length)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     for start in range(0, len(encoded), batch_size):
         batch = {k: v.to(device) for k, v in
                  collate(encoded[start:start + batch_size], tokenizer.pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                           batch["labels"][:, 1:].reshape(-1),
-                                           ignore_index=IGNORE, reduction="sum")
+        loss = response_loss(model, batch)
         for total, grad in zip(totals, torch.autograd.grad(loss, flat), strict=True):
             total += grad.float()
     model.train(was_training)

@@ -1,0 +1,190 @@
+"""What the repair is compared against in the ablation: GA, SGA, GA+KL and DPO.
+
+Each acts on a copy of the post-SFT model and, like the repair, updates only the
+given linear modules of the tracked decoder blocks. GA and SGA ascend the loss the
+repair ascends (mean over S of the summed response cross-entropy) with plain SGD, so
+the only difference from the repair is the missing preconditioner (and the steps).
+GA+KL adds a KL penalty that keeps retained SFT dialogues where the post-SFT model had
+them; DPO instead trains on the trust pairs themselves, with TRL's ``DPOTrainer``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import DPOConfig, DPOTrainer
+
+from trustrepair.metrics import IGNORE, collate, encode_dialogues
+from trustrepair.repair import response_loss
+
+MICRO_BATCH = 8
+"""Rows per forward pass; a step's gradient is the same for any value, only memory differs."""
+
+
+def gradient_ascent(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    subset: Dataset, modules: list[str], *, lr: float, steps: int,
+                    batch_size: int | None = None, max_length: int,
+                    seed: int = 0) -> PreTrainedModel:
+    """A copy of ``model`` after ``steps`` SGD steps ascending the loss of ``subset``.
+
+    Full batch ("GA") when ``batch_size`` is None or >= |S|, otherwise minibatches drawn
+    with a generator seeded by ``seed`` ("SGA"). The input model is left untouched.
+    """
+    _check_steps(model, modules, lr, steps, batch_size)
+    _check_data(subset, "subset", ("prompt", "response"))
+    return _ascend(model, tokenizer, subset, None, modules, lr=lr, steps=steps, kl_weight=0.0,
+                   batch_size=batch_size, max_length=max_length, seed=seed)
+
+
+def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                       subset: Dataset, retain: Dataset, modules: list[str], *, lr: float,
+                       steps: int, kl_weight: float, batch_size: int | None = None,
+                       max_length: int, seed: int = 0) -> PreTrainedModel:
+    """GA on ``subset`` while minimising ``kl_weight`` · KL(post-SFT ‖ current) on ``retain``.
+
+    The KL is taken between next-token distributions at the response tokens of the
+    retained dialogues, summed over a dialogue's tokens and averaged over dialogues
+    (the scale of the subset loss). The input model, never modified, is the post-SFT
+    reference, so no second copy is held. ``kl_weight=0`` is exactly GA.
+    """
+    _check_steps(model, modules, lr, steps, batch_size)
+    if not kl_weight >= 0:
+        raise ValueError(f"kl_weight must be >= 0 (0 is plain GA), not {kl_weight}")
+    _check_data(subset, "subset", ("prompt", "response"))
+    _check_data(retain, "retain", ("prompt", "response"))
+    return _ascend(model, tokenizer, subset, retain, modules, lr=lr, steps=steps,
+                   kl_weight=kl_weight, batch_size=batch_size, max_length=max_length, seed=seed)
+
+
+def dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Dataset,
+        modules: list[str], *, lr: float, steps: int, beta: float, batch_size: int,
+        max_length: int, seed: int = 0, output_dir: Path) -> PreTrainedModel:
+    """A copy of ``model`` after ``steps`` DPO steps preferring ``chosen`` over ``rejected``.
+
+    TRL's ``DPOTrainer`` with its sigmoid loss and defaults (AdamW, linear decay), the
+    reference a frozen copy of the input model. TRL tokenises prompt + response itself
+    (EOS appended, a pair over ``max_length`` loses its end). Training runs where the
+    model is; nothing is saved or reported, ``output_dir`` only hosts the Trainer.
+    """
+    _check_steps(model, modules, lr, steps, batch_size)
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0 (the strength of the DPO preference), not {beta}")
+    _check_data(pairs, "pairs", ("prompt", "chosen", "rejected"))
+    policy = _trainable_copy(model, modules)
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    args = DPOConfig(
+        output_dir=str(output_dir), max_steps=steps, learning_rate=lr, beta=beta,
+        per_device_train_batch_size=batch_size, max_length=max_length, seed=seed,
+        data_seed=seed, activation_checkpointing=False, bf16=False, save_strategy="no",
+        logging_strategy="no", report_to=[], disable_tqdm=True,
+        use_cpu=next(model.parameters()).device.type == "cpu")
+    DPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer,
+               train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"])).train()
+    del policy.forward  # TRL patched in a fused LM head (log-probs, no logits): undo it
+    return _like_input(policy, model)
+
+
+def _check_steps(model: nn.Module, modules: list[str], lr: float, steps: int,
+                 batch_size: int | None) -> None:
+    """Refuse bad optimisation settings and module names before any compute."""
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, not {lr}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, not {steps}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if not modules:
+        raise ValueError("modules is empty: pass the tracked linear modules "
+                         "(models.tracked_linear_modules)")
+    named = dict(model.named_modules())
+    unknown = [m for m in modules if not isinstance(named.get(m), nn.Linear)]
+    if unknown:
+        raise ValueError(f"not linear modules of this model: {unknown[:3]}: pass names from "
+                         f"models.tracked_linear_modules(model)")
+
+
+def _check_data(data: Dataset, name: str, columns: tuple[str, ...]) -> None:
+    """Refuse empty data or data without the columns the method reads."""
+    if len(data) == 0:
+        raise ValueError(f"{name} is empty: pass at least one row")
+    missing = [c for c in columns if c not in data.column_names]
+    if missing:
+        raise ValueError(f"{name} lacks the columns {missing}: it needs {list(columns)}")
+
+
+def _trainable_copy(model: PreTrainedModel, modules: list[str]) -> PreTrainedModel:
+    """A copy in eval mode (no dropout) where only the weights and biases of ``modules`` train."""
+    trained = copy.deepcopy(model).eval().requires_grad_(False)
+    named = dict(trained.named_modules())
+    for module in modules:
+        named[module].requires_grad_(True)
+    return trained
+
+
+def _like_input(trained: PreTrainedModel, model: PreTrainedModel) -> PreTrainedModel:
+    """Give the result the input's mode and requires_grad flags."""
+    for new, old in zip(trained.parameters(), model.parameters(), strict=True):
+        new.requires_grad_(old.requires_grad)
+    return trained.train(model.training)
+
+
+def _batches(n: int, batch_size: int | None, steps: int,
+             generator: torch.Generator) -> Iterator[list[int]]:
+    """Row indices per step: all rows, or a fresh random draw of ``batch_size`` rows."""
+    for _ in range(steps):
+        if batch_size is None or batch_size >= n:
+            yield list(range(n))
+        else:
+            yield torch.randperm(n, generator=generator)[:batch_size].tolist()
+
+
+def _micro_batches(encoded: list[dict[str, list[int]]], rows: list[int], pad_token_id: int,
+                   device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """The given rows in batches of at most ``MICRO_BATCH``, to bound memory."""
+    for start in range(0, len(rows), MICRO_BATCH):
+        batch = collate([encoded[i] for i in rows[start:start + MICRO_BATCH]], pad_token_id)
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def _retain_kl(current: PreTrainedModel, reference: PreTrainedModel,
+               batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over the batch's response tokens of KL(reference ‖ current) of the next token."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    log_q = torch.log_softmax(current(**inputs).logits[:, :-1].float(), -1)
+    with torch.no_grad():
+        log_p = torch.log_softmax(reference(**inputs).logits[:, :-1].float(), -1)
+    kl = nn.functional.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
+    return (kl * (batch["labels"][:, 1:] != IGNORE)).sum()
+
+
+def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: Dataset,
+            retain: Dataset | None, modules: list[str], *, lr: float, steps: int,
+            kl_weight: float, batch_size: int | None, max_length: int,
+            seed: int) -> PreTrainedModel:
+    """SGD on -mean_S L(z) + kl_weight · mean_retain KL, gradients summed over micro-batches."""
+    forget = encode_dialogues(tokenizer, subset, max_length)
+    kept = encode_dialogues(tokenizer, retain, max_length) if kl_weight > 0 else []
+    trained = _trainable_copy(model, modules)
+    optimizer = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=lr)
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    retain_draws = _batches(len(kept), batch_size, steps, generator) if kept else None
+    was_training = model.training
+    model.eval()
+    for rows in _batches(len(forget), batch_size, steps, generator):
+        optimizer.zero_grad()
+        for batch in _micro_batches(forget, rows, tokenizer.pad_token_id, device):
+            (-response_loss(trained, batch) / len(rows)).backward()
+        if retain_draws is not None:
+            retained = next(retain_draws)
+            for batch in _micro_batches(kept, retained, tokenizer.pad_token_id, device):
+                (kl_weight * _retain_kl(trained, model, batch) / len(retained)).backward()
+        optimizer.step()
+    model.train(was_training)
+    return _like_input(trained, model)

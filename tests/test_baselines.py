@@ -1,0 +1,168 @@
+"""The ablation's baselines: what they move, which way, and their guard rails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+
+from trustrepair import baselines
+from trustrepair.metrics import IGNORE, collate, encode_dialogues, sequence_logprobs
+from trustrepair.models import tracked_linear_modules
+from trustrepair.repair import subset_gradient
+
+SUBSET = Dataset.from_dict({
+    "prompt": ["what is the capital of the land ?", "tell me a fact about people",
+               "where did the dog run ?", "what did the cat do ?"],
+    "response": [" the answer is the big city", " people are kind", " the dog ran to the park",
+                 " the cat sat on the mat"]})
+RETAIN = Dataset.from_dict({
+    "prompt": ["you are a helpful assistant .", "what are people good at ?",
+               "tell me about the land"],
+    "response": [" tell me a fact", " people are good at many things", " the land is big"]})
+PAIRS = Dataset.from_dict({
+    "prompt": ["what is the capital ?", "tell me a fact", "what are people ?",
+               "where is the cat ?"],
+    "chosen": [" the big city", " people are kind", " people are good", " on the mat"],
+    "rejected": [" the cat sat", " the dog ran", " the park", " the big land"]})
+MAX_LENGTH = 32
+METHODS = {
+    "ga": (baselines.gradient_ascent, {"subset": SUBSET, "lr": 1e-2, "steps": 2}),
+    "sga": (baselines.gradient_ascent, {"subset": SUBSET, "lr": 1e-2, "steps": 2,
+                                        "batch_size": 2}),
+    "ga_kl": (baselines.gradient_ascent_kl, {"subset": SUBSET, "retain": RETAIN, "lr": 1e-2,
+                                             "steps": 2, "kl_weight": 1.0}),
+    "dpo": (baselines.dpo, {"pairs": PAIRS, "lr": 1e-2, "steps": 2, "beta": 0.1,
+                            "batch_size": 2}),
+}
+
+
+def _run(method: str, model, tokenizer, tmp_path, **overrides):
+    function, defaults = METHODS[method]
+    kwargs = {"modules": tracked_linear_modules(model), "max_length": MAX_LENGTH, **defaults,
+              **overrides}
+    if method == "dpo":
+        kwargs["output_dir"] = tmp_path
+    return function(model, tokenizer, **kwargs)
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def _subset_loss(model, tokenizer) -> float:
+    """Summed response cross-entropy (+ EOS) over the subset: what GA ascends."""
+    return -float(sequence_logprobs(model, tokenizer, SUBSET["prompt"], SUBSET["response"],
+                                    max_length=MAX_LENGTH, normalized=False,
+                                    add_eos=True).sum())
+
+
+def _retain_kl(reference, model, tokenizer) -> float:
+    """Mean over retained dialogues of the summed KL(reference ‖ model) at response tokens."""
+    batch = collate(encode_dialogues(tokenizer, RETAIN, MAX_LENGTH), tokenizer.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        log_p = torch.log_softmax(reference(**inputs).logits[:, :-1].float(), -1)
+        log_q = torch.log_softmax(model(**inputs).logits[:, :-1].float(), -1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(-1) * (batch["labels"][:, 1:] != IGNORE)
+    return float(per_token.sum() / len(RETAIN))
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_only_the_modules_move_and_the_input_stays(method, tiny_lm, tokenizer,
+                                                   tmp_path) -> None:
+    original = _state(tiny_lm)
+    modules = tracked_linear_modules(tiny_lm)
+    moved = _run(method, tiny_lm, tokenizer, tmp_path)
+    assert moved is not tiny_lm
+    assert all(torch.equal(original[n], p) for n, p in tiny_lm.state_dict().items())
+    changed = {n for n, p in moved.state_dict().items() if not torch.equal(original[n], p)}
+    assert changed, "nothing moved"
+    assert all(n.rsplit(".", 1)[0] in modules for n in changed), sorted(changed)
+    assert not moved.training
+    logits = moved(input_ids=torch.tensor([[1, 5, 6]])).logits
+    assert logits.shape[-1] == len(tokenizer)
+
+
+def test_ga_is_a_plain_sgd_ascent_step(tiny_lm, tokenizer, tmp_path) -> None:
+    """One full-batch step is θ + lr · mean_S ∇L: the repair's step without (G + λI)⁻¹."""
+    lr = 1e-2
+    moved = _run("ga", tiny_lm, tokenizer, tmp_path, lr=lr, steps=1)
+    gradient = subset_gradient(tiny_lm, tokenizer, SUBSET, tracked_linear_modules(tiny_lm),
+                               max_length=MAX_LENGTH)
+    before, after = dict(tiny_lm.named_modules()), dict(moved.named_modules())
+    for module, g in gradient.items():
+        layer, new = before[module], after[module]
+        torch.testing.assert_close(new.weight - layer.weight,
+                                   lr * g[:, :layer.weight.shape[1]], rtol=1e-4, atol=1e-7)
+        if layer.bias is not None:
+            torch.testing.assert_close(new.bias - layer.bias, lr * g[:, -1], rtol=1e-4,
+                                       atol=1e-7)
+
+
+def test_ga_raises_the_subset_loss(tiny_lm, tokenizer, tmp_path) -> None:
+    base = _subset_loss(tiny_lm, tokenizer)
+    moved = _run("ga", tiny_lm, tokenizer, tmp_path, lr=1e-3, steps=1)
+    assert _subset_loss(moved, tokenizer) > base
+
+
+def test_sga_is_seeded(tiny_lm, tokenizer, tmp_path) -> None:
+    runs = [_state(_run("sga", tiny_lm, tokenizer, tmp_path, steps=3, seed=seed))
+            for seed in (0, 0, 1)]
+    assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
+    assert any(not torch.equal(runs[0][n], runs[2][n]) for n in runs[0])
+
+
+def test_zero_kl_weight_is_ga(tiny_lm, tokenizer, tmp_path) -> None:
+    ga = _state(_run("ga", tiny_lm, tokenizer, tmp_path, steps=3))
+    ga_kl = _state(_run("ga_kl", tiny_lm, tokenizer, tmp_path, steps=3, kl_weight=0.0))
+    assert all(torch.equal(ga[n], ga_kl[n]) for n in ga)
+
+
+def test_kl_weight_holds_the_retained_distribution(tiny_lm, tokenizer, tmp_path) -> None:
+    drift = {weight: _retain_kl(tiny_lm, _run("ga_kl", tiny_lm, tokenizer, tmp_path, lr=0.05,
+                                              steps=8, kl_weight=weight), tokenizer)
+             for weight in (0.0, 30.0)}
+    assert drift[30.0] < 0.8 * drift[0.0], drift
+
+
+def test_dpo_prefers_chosen_on_its_pairs_and_is_seeded(tiny_lm, tokenizer, tmp_path) -> None:
+    def margin(model) -> float:
+        kwargs = {"max_length": MAX_LENGTH, "normalized": False, "add_eos": True}
+        chosen = sequence_logprobs(model, tokenizer, PAIRS["prompt"], PAIRS["chosen"], **kwargs)
+        rejected = sequence_logprobs(model, tokenizer, PAIRS["prompt"], PAIRS["rejected"],
+                                     **kwargs)
+        return float((chosen - rejected).mean())
+
+    moved = _run("dpo", tiny_lm, tokenizer, tmp_path, steps=5)
+    assert margin(moved) > margin(tiny_lm) + 0.5
+    again = _run("dpo", tiny_lm, tokenizer, tmp_path, steps=5)
+    assert all(torch.equal(p, q) for p, q in
+               zip(moved.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize(("method", "overrides", "match"), [
+    ("ga", {"lr": 0.0}, "lr must be > 0"),
+    ("dpo", {"lr": -1.0}, "lr must be > 0"),
+    ("ga", {"steps": 0}, "steps must be >= 1"),
+    ("sga", {"batch_size": 0}, "batch_size must be >= 1"),
+    ("dpo", {"batch_size": 0}, "batch_size must be >= 1"),
+    ("ga", {"modules": []}, "modules is empty"),
+    ("ga_kl", {"modules": ["model.nowhere.q_proj"]}, "not linear modules"),
+    ("ga", {"subset": SUBSET.select([])}, "subset is empty"),
+    ("ga", {"subset": SUBSET.remove_columns("response")}, "lacks the columns"),
+    ("ga_kl", {"kl_weight": -1.0}, "kl_weight must be >= 0"),
+    ("ga_kl", {"retain": RETAIN.select([])}, "retain is empty"),
+    ("dpo", {"beta": 0.0}, "beta must be > 0"),
+    ("dpo", {"pairs": PAIRS.select([])}, "pairs is empty"),
+    ("dpo", {"pairs": PAIRS.remove_columns("rejected")}, "lacks the columns"),
+])
+def test_bad_inputs_fail_before_compute(method, overrides, match, tiny_lm, tokenizer, tmp_path,
+                                        monkeypatch) -> None:
+    def computed(*args, **kwargs):
+        raise AssertionError("computed before checking the inputs")
+
+    monkeypatch.setattr(baselines, "_trainable_copy", computed)
+    monkeypatch.setattr(baselines, "encode_dialogues", computed)
+    with pytest.raises(ValueError, match=match):
+        _run(method, tiny_lm, tokenizer, tmp_path, **overrides)
