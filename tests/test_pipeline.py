@@ -56,7 +56,8 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     for ext in ("pdf", "png"):
         assert (tmp_path / "figures" / name / f"logodds_pre_post.{ext}").stat().st_size > 0
     run_dir = tmp_path / "runs" / name
-    for step in ("01_sft", "02_attribution", "03_dpp", "04_repair"):
+    for step in ("01_sft", "02_attribution", "03_dpp", "04_repair", "05_ablations",
+                 "06_timing", "07_paper"):
         assert (run_dir / "notebooks" / f"{step}.ipynb").exists()
     assert not (run_dir / "notebooks" / "02b_planted.ipynb").exists(), "planting is off"
     overlap = pd.read_csv(tmp_path / "tables" / name / "topk_overlap.csv")
@@ -80,9 +81,32 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert (run_dir / "04_repair" / "model_common" / "config.json").exists()
     assert (tmp_path / "figures" / name / "predicted_vs_actual.png").exists()
     assert (run_dir / "01_sft" / "model" / "config.json").exists()
+    tables, figures = tmp_path / "tables" / name, tmp_path / "figures" / name
+    table4 = pd.read_csv(tables / "table4.csv")
+    assert list(table4.columns) == ["aspect", "method", "rel_change_logodds", "rel_change_ppl"]
+    assert sorted(table4.method.unique()) == ["ours", "random"]
+    ablation = pd.read_csv(tables / "ablations.csv")
+    assert list(ablation.columns) == list(table4.columns)
+    assert set(ablation.method) == {"ours", "topk", "random", "sga", "ga", "ga_kl", "dpo",
+                                    "retrain"}
+    assert (ablation.groupby("method").aspect.nunique() == len(ASPECTS)).all()
+    retrained = ablation[ablation.method == "retrain"]
+    assert retrained.rel_change_ppl.nunique() == 1, "one model retrained without the common S"
+    timing = pd.read_csv(tables / "timing.csv")
+    assert list(timing.columns) == ["what", "subset_size", "seconds"]
+    repairs = timing[timing.what == "repair"]
+    n_train = json.loads((run_dir / "02_attribution" / "attribution.json").read_text())["n_train"]
+    assert list(repairs.subset_size) == [5, 10, n_train], "1000 is capped at the train set"
+    assert {"retrain_without_S", "factor_fit"} <= set(timing.what)
+    assert (timing.seconds > 0).all()
+    for stem in ("figure2", "figure3"):
+        assert (figures / f"{stem}.pdf").stat().st_size > 0
+    comparison = (tables / "paper_vs_ours.md").read_text()
+    assert "Pythia-1.4B" in comparison and f"{table1.ours_logodds[0]:.3f}" in comparison
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert all(manifest["steps"][s]["status"] == "done"
-               for s in ("01_sft", "02_attribution", "03_dpp", "04_repair"))
+               for s in ("01_sft", "02_attribution", "03_dpp", "04_repair", "05_ablations",
+                         "06_timing", "07_paper"))
     assert manifest["environment"]["packages"]["torch"]
 
     # Unchanged inputs: nothing reruns. Then the figures rebuild from saved results alone.
@@ -167,6 +191,16 @@ def test_runner_finds_every_numbered_notebook_in_order() -> None:
     found = [nb.stem for nb in notebooks(ROOT / "notebooks")]
     assert found == sorted(nb.stem for nb in NOTEBOOKS)
     assert found.index("02_attribution") < found.index("02b_planted") < found.index("03_dpp")
+
+
+def test_only_picks_steps_by_number_or_name() -> None:
+    from trustrepair.runner import _select, notebooks
+
+    found = notebooks(ROOT / "notebooks")
+    assert [nb.stem for nb in _select(found, ["02"])] == ["02_attribution"]
+    assert [nb.stem for nb in _select(found, ["02b", "03_dpp"])] == ["02b_planted", "03_dpp"]
+    with pytest.raises(ValueError, match=r"\['9'\] matches none"):
+        _select(found, ["01", "9"])
 
 
 def test_a_failing_step_names_its_executed_notebook(tmp_path: Path, capsys) -> None:

@@ -40,3 +40,31 @@ def test_repair_table_takes_each_aspect_from_its_own_repair() -> None:
     assert list(table.aspect) == ["truthfulness", "machine_ethics"]
     assert table.ours_ppl.tolist() == [8.1, 8.2]
     assert table.rel_change_logodds.tolist() == pytest.approx([10.0, 50.0])
+
+
+def test_paper_vs_ours_sets_our_numbers_beside_the_papers() -> None:
+    from trustrepair.report import ASPECT_LABELS, paper_vs_ours
+
+    aspects = ["truthfulness", "machine_ethics", "stereotypical_bias"]
+    table1 = pd.DataFrame({"aspect": aspects, "pre_sft_logodds": [0.3, -0.1, -0.2],
+                           "post_sft_logodds": [0.4321, -0.2, -0.3],
+                           "ours_logodds": [0.4123, -0.25, -0.35], "pre_sft_ppl": 20.0,
+                           "post_sft_ppl": 15.0, "ours_ppl": [15.2, 15.1, 15.3],
+                           "rel_change_logodds": [4.5821, 25.0, 16.67],
+                           "rel_change_ppl": [-1.3333, -0.67, -2.0]})
+    table2 = table1.assign(rel_change_logodds=[1.234, 2.0, 3.0], rel_change_ppl=-0.5678)
+    table4 = pd.DataFrame({"aspect": ["truthfulness"] * 2, "method": ["random", "ours"],
+                           "rel_change_logodds": [-9.876, 4.5821],
+                           "rel_change_ppl": [-12.345, -1.3333]})
+    full = paper_vs_ours(table1, table2, table4, model_label="tiny-llama",
+                         scale_note="Ours: 10M parameters; the paper: 1.4B-7B.")
+    for piece in (*ASPECT_LABELS.values(), "tiny-llama", "Ours: 10M parameters",
+                  "| 0.512 | 0.476 |", "+1.2 .. +9.6",  # paper, Pythia-1.4B truthfulness
+                  "| 0.432 | 0.412 | +4.58 | -1.33 |",  # ours, truthfulness
+                  "## Table 2", "+3.52", "-0.75", "+1.23", "-0.57",
+                  "## Table 4", "| random |", "-9.88", "-12.35"):
+        assert piece in full, piece
+    short = paper_vs_ours(table1, None, None, model_label="tiny-llama", scale_note="")
+    assert "## Table 1" in short
+    assert "## Table 2" not in short and "## Table 4" not in short and "+3.52" not in short
+    assert short.strip().splitlines()[-1].startswith("| Stereotypical bias |")

@@ -38,6 +38,12 @@ class ParamsError(ValueError):
     """A params file that cannot be used; the message says what to change."""
 
 
+def _sorted_positive(values: tuple, what: str) -> tuple:
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f"list one or more {what}, each > 0")
+    return tuple(sorted(values))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -209,9 +215,52 @@ class RepairParams(_Section):
     @field_validator("betas")
     @classmethod
     def _positive_betas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not v or any(b <= 0 for b in v):
-            raise ValueError("list one or more step sizes, each > 0")
-        return tuple(sorted(v))
+        return _sorted_positive(v, "step sizes")
+
+
+class AblationParams(_Section):
+    """What the repair is compared against on the same post-SFT model (step 05)."""
+
+    betas: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.04)
+    """β grid of Figure 2, DPP vs top-k (paper: 0.001-0.204)."""
+    eval_triples: int | None = Field(None, gt=0)
+    """Cap on each aspect's test triples in every ablation evaluation (None = all)."""
+    ppl_dialogues: int | None = Field(None, gt=0)
+    """Cap on the HH test dialogues for perplexity in every ablation evaluation (None = all)."""
+    methods: tuple[Literal["sga", "ga", "ga_kl", "dpo"], ...] = ("sga", "ga", "ga_kl", "dpo")
+    """Baselines on the aspect's DPP subset (DPO on its trust train pairs)."""
+    lr: float = Field(1e-4, gt=0)
+    """Learning rate of every baseline (plain SGD for SGA/GA/GA+KL, AdamW for DPO)."""
+    steps: int = Field(10, gt=0)
+    """Update steps of every baseline: the same budget for each."""
+    sga_batch_size: int = Field(4, gt=0)
+    kl_weight: float = Field(1.0, ge=0)
+    retain_samples: int = Field(64, gt=0)
+    """SFT samples outside S that the GA+KL term keeps close to the post-SFT model."""
+    dpo_beta: float = Field(0.1, gt=0)
+    dpo_pairs: int | None = Field(64, gt=0)
+    """Trust train pairs DPO trains on per aspect (None = all)."""
+    retrain: bool = True
+    """Rerun the SFT of step 01 without the common subset and evaluate it."""
+
+    @field_validator("betas")
+    @classmethod
+    def _positive_betas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        return _sorted_positive(v, "step sizes")
+
+
+class TimingParams(_Section):
+    """Figure 3 (step 06): repair wall time against retraining."""
+
+    subset_sizes: tuple[int, ...] = (100, 1000, 10000)
+    """|S| to time the repair for, capped by the SFT train set (the table says so)."""
+    repeats: int = Field(3, gt=0)
+    """Timed repetitions per size; the median is reported."""
+
+    @field_validator("subset_sizes")
+    @classmethod
+    def _positive_sizes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        return _sorted_positive(v, "subset sizes")
 
 
 class PlantedParams(_Section):
@@ -246,6 +295,8 @@ class Params(_Section):
     attribution: AttributionParams = AttributionParams()
     selection: SelectionParams = SelectionParams()
     repair: RepairParams = RepairParams()
+    ablations: AblationParams = AblationParams()
+    timing: TimingParams = TimingParams()
     planted: PlantedParams = PlantedParams()
     paths: PathParams = PathParams()
 

@@ -18,11 +18,14 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "02b_planted": (),
     "03_dpp": ("selection",),
     "04_repair": ("repair",),
+    "05_ablations": ("ablations",),
+    "06_timing": ("timing",),
+    "07_paper": (),
 }
 """Sections a step reads itself; it also depends on everything its predecessors read."""
 
 ALL_SECTIONS = ("seed", "device", "threads", "data", "planted", "model", "sft", "eval",
-                "attribution", "selection", "repair")
+                "attribution", "selection", "repair", "ablations", "timing")
 
 
 def enabled(step: str, params: Params) -> bool:

@@ -38,8 +38,9 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str, float_format: s
     paths = [directory / f"{stem}.{ext}" for ext in ("csv", "md", "tex")]
     write_text(paths[0], frame.to_csv(index=False))
     shown = frame.copy()
-    for col in shown.select_dtypes("number").columns:
+    for col in shown.select_dtypes("floating").columns:
         shown[col] = shown[col].map(lambda v: float_format % v)
+    shown = shown.astype(object).where(shown.notna(), "")  # a value that does not apply
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
     rows = ["| " + " | ".join(map(str, r)) + " |" for r in shown.itertuples(index=False)]
@@ -294,11 +295,171 @@ def build_repair_outputs(params: Params) -> list[Path]:
     return paths
 
 
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
+                  ours_table4: pd.DataFrame | None, *, model_label: str, scale_note: str) -> str:
+    """Markdown setting our Tables 1, 2 and 4 beside the paper's, which used larger models."""
+    from trustrepair.reported import TABLE1, TABLE2, TABLE4
+
+    def span(values: pd.Series) -> str:
+        return f"{values.min():+.1f} .. {values.max():+.1f}"
+
+    def label(aspect: str) -> str:
+        return ASPECT_LABELS.get(aspect, aspect)
+
+    lines = [f"# Paper vs ours ({model_label})", "", scale_note, "",
+             "Relative changes in %, 100 · (Post − Ours) / |Post|: positive = lower = better. "
+             "`paper` columns are the paper's (min .. max over its six models, or its named "
+             "row), the rest ours.",
+             "", "## Table 1 (one subset per aspect)", ""]
+    pythia = TABLE1[TABLE1.model == "Pythia-1.4B"].set_index("aspect")
+    rows = [[label(r.aspect), span(TABLE1[TABLE1.aspect == r.aspect].rel_change_logodds),
+             span(TABLE1[TABLE1.aspect == r.aspect].rel_change_ppl),
+             f"{pythia.post_sft_logodds[r.aspect]:.3f}", f"{pythia.ours_logodds[r.aspect]:.3f}",
+             f"{r.post_sft_logodds:.3f}", f"{r.ours_logodds:.3f}", f"{r.rel_change_logodds:+.2f}",
+             f"{r.rel_change_ppl:+.2f}"] for r in ours_table1.itertuples(index=False)]
+    lines += _markdown(["aspect", "paper rel_change_logodds", "paper rel_change_ppl",
+                        "paper Pythia-1.4B post_sft_logodds", "paper Pythia-1.4B ours_logodds",
+                        "post_sft_logodds", "ours_logodds", "rel_change_logodds",
+                        "rel_change_ppl"], rows)
+    if ours_table2 is not None:
+        paper = TABLE2.pivot(index="aspect", columns="model", values="rel_change_logodds")
+        models = list(dict.fromkeys(TABLE2.model))
+        rows = [[label(a), *(f"{paper.loc[a, m]:+.2f}" for m in models), f"{v:+.2f}"]
+                for a, v in zip(ours_table2.aspect, ours_table2.rel_change_logodds, strict=True)]
+        ppl = TABLE2.groupby("model", sort=False).rel_change_ppl.first()
+        # one common subset, so one repaired model and one perplexity
+        rows.append(["Perplexity", *(f"{ppl[m]:+.2f}" for m in models),
+                     f"{ours_table2.rel_change_ppl.iloc[0]:+.2f}"])
+        lines += ["", "## Table 2 (one common subset, relative change %)", "",
+                  *_markdown(["aspect", *(f"paper {m}" for m in models), model_label], rows)]
+    if ours_table4 is not None:
+        rows = []
+        for r in ours_table4.itertuples(index=False):
+            paper = TABLE4[(TABLE4.aspect == r.aspect) & (TABLE4.method == r.method)]
+            rows.append([label(r.aspect), r.method, span(paper.rel_change_logodds),
+                         span(paper.rel_change_ppl), f"{r.rel_change_logodds:+.2f}",
+                         f"{r.rel_change_ppl:+.2f}"])
+        lines += ["", "## Table 4 (random subset vs ours)", "",
+                  *_markdown(["aspect", "method", "paper rel_change_logodds",
+                              "paper rel_change_ppl", "rel_change_logodds", "rel_change_ppl"],
+                             rows)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_figure2(grid: pd.DataFrame, post: dict) -> plt.Figure:
+    """Figure 2: F_j (top) and perplexity (bottom) across β, DPP subset vs plain top-k."""
+    use_paper_style()
+    aspects = [a for a in ASPECTS if a in set(grid["aspect"])]
+    fig, axes = plt.subplots(2, len(aspects), figsize=(2 * COLUMN_WIDTH_IN, 3.2), squeeze=False,
+                             sharex=True)
+    labels = {"dpp": "with DPP", "topk": "without DPP (top-k)"}
+    for col, aspect in enumerate(aspects):
+        rows = grid[grid["aspect"] == aspect]
+        for selector, label in labels.items():
+            line = rows[rows["selector"] == selector].sort_values("beta")
+            axes[0][col].plot(line["beta"], line["logodds"], marker="o", ms=3, label=label)
+            axes[1][col].plot(line["beta"], line["ppl"], marker="o", ms=3, label=label)
+        for row, reference in ((0, post["logodds"][aspect]), (1, post["ppl"])):
+            axes[row][col].axhline(reference, color="0.4", lw=0.8, ls="--", label="Post-SFT")
+        axes[0][col].set(title=ASPECT_LABELS[aspect], ylabel="log-odds $F_j$" if col == 0 else "")
+        betas = sorted(set(rows["beta"]))
+        axes[1][col].set(xlabel="β", xscale="log", ylabel="HH perplexity" if col == 0 else "")
+        axes[1][col].set_xticks(betas, [f"{b:g}" for b in betas], rotation=45)
+        axes[1][col].minorticks_off()
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def build_ablation_outputs(params: Params) -> list[Path]:
+    """Table 4, the table of every method and Figure 2 from step 05."""
+    result = read_json(params.run_dir() / "05_ablations" / "ablations.json")
+    rows = pd.DataFrame(result["rows"])
+    columns = ["aspect", "method", "rel_change_logodds", "rel_change_ppl"]
+    sizes = ", ".join(f"{n} {aspect}" for aspect, n in result["n_triples"].items())
+    setting = (f"β = {result['beta']}; {sizes} test triples, {result['ppl_dialogues']} HH test "
+               f"dialogues")
+    table4 = rows[rows["method"].isin(["random", "ours"])][columns].reset_index(drop=True)
+    paths = write_table(table4, params.tables_dir(), "table4",
+                        caption=f"{params.name}: PBRF repair with a random subset of the same "
+                                f"size vs ours, relative change (%) against Post-SFT ({setting}).")
+    paths += write_table(rows[columns], params.tables_dir(), "ablations",
+                         caption=f"{params.name}: every method against Post-SFT, relative change "
+                                 f"(%) ({setting}).")
+    paths += save_figure(plot_figure2(pd.DataFrame(result["grid"]), result["post_sft"]),
+                         params.figures_dir(), "figure2")
+    return paths
+
+
+def plot_figure3(rows: pd.DataFrame) -> plt.Figure:
+    """Figure 3: repair wall time per |S| against retraining without S, log scale."""
+    use_paper_style()
+    bars = rows[rows["what"] != "factor_fit"]
+    labels = [f"repair\n|S|={n}" if w == "repair" else "retrain\nwithout S"
+              for w, n in zip(bars["what"], bars["subset_size"], strict=True)]
+    colours = ["C0" if w == "repair" else "C3" for w in bars["what"]]
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.4))
+    ax.bar(labels, bars["seconds"], color=colours)
+    ax.set(yscale="log", ylabel="wall time (s)")
+    retrain = bars.loc[bars["what"] == "retrain_without_S", "seconds"]
+    repairs = bars.loc[bars["what"] == "repair"]
+    if len(retrain) and len(repairs):
+        largest = repairs.iloc[-1]
+        ax.set_title(f"retraining / repair (|S|={largest['subset_size']}) = "
+                     f"{retrain.iloc[0] / largest['seconds']:.0f}×")
+    fig.tight_layout()
+    return fig
+
+
+def build_timing_outputs(params: Params) -> list[Path]:
+    """timing.csv and Figure 3 from step 06."""
+    result = read_json(params.run_dir() / "06_timing" / "timing.json")
+    rows = pd.DataFrame(result["rows"])
+    capped = rows[(rows["what"] == "repair") & (rows["requested_size"] > rows["subset_size"])]
+    note = (f" Requested |S| of {', '.join(str(int(n)) for n in capped['requested_size'])} "
+            f"capped at the {result['n_train']} SFT train samples." if len(capped) else "")
+    rows["subset_size"] = rows["subset_size"].astype("Int64")
+    paths = write_table(rows[["what", "subset_size", "seconds"]], params.tables_dir(), "timing",
+                        float_format="%.2f",
+                        caption=f"{params.name}: wall seconds on {result['device']} "
+                                f"({result['threads']} threads); repair = median of "
+                                f"{result['repeats']}.{note}")
+    paths += save_figure(plot_figure3(rows), params.figures_dir(), "figure3")
+    return paths
+
+
+def build_paper_comparison(params: Params) -> list[Path]:
+    """``paper_vs_ours.md``: the paper's Tables 1, 2 and 4 beside this config's."""
+    tables = params.tables_dir()
+
+    def read(stem: str) -> pd.DataFrame | None:
+        path = tables / f"{stem}.csv"
+        return pd.read_csv(path) if path.exists() else None
+
+    table1 = read("table1")
+    if table1 is None:
+        raise FileNotFoundError(2, "missing", str(tables / "table1.csv"))
+    data = params.data
+    note = (f"Ours: {params.model.source or 'a tiny random-init model'}, SFT on "
+            f"{data.hh.max_train or 'all'} HH dialogues, k = {params.selection.k}, "
+            f"β = {params.repair.beta}. Paper: Pythia 1.4B-6.9B and Qwen2.5 1.5B-7B, SFT on "
+            f"the 96k static-hh dialogues, k = 100.")
+    text = paper_vs_ours(table1, read("table2"), read("table4"), model_label=params.name,
+                         scale_note=note)
+    return [write_text(tables / "paper_vs_ours.md", text)]
+
+
 def build_all(params: Params) -> list[Path]:
     """Rebuild every table and figure whose step has saved results."""
     builders = {"01_sft": build_sft_outputs, "02_attribution": build_attribution_outputs,
                 "02b_planted": build_planted_outputs, "03_dpp": build_selection_outputs,
-                "04_repair": build_repair_outputs}
+                "04_repair": build_repair_outputs, "05_ablations": build_ablation_outputs,
+                "06_timing": build_timing_outputs, "07_paper": build_paper_comparison}
     paths: list[Path] = []
     for step, builder in builders.items():
         try:

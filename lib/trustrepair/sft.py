@@ -90,18 +90,26 @@ def run_sft(exp: Experiment) -> tuple[Path, dict]:
     Returns the folder of the post-SFT model (``runs/<config>/01_sft/model``) and the
     training metrics.
     """
-    step = exp.step_dir("01_sft")
-    metrics_path, model_dir = step / "sft_metrics.json", step / "model"
+    return sft_into(exp, exp.hh["train"], "01_sft", exp.step_dir("01_sft"))
+
+
+def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple[Path, dict]:
+    """Fine-tune the base model on ``train`` into ``out_dir/model`` with the params' SFT
+    settings, unless that model is already saved; resumes from checkpoints.
+
+    Step 01 trains on the whole SFT set; step 05 retrains without the repair subset.
+    """
+    metrics_path, model_dir = out_dir / "sft_metrics.json", out_dir / "model"
     if not (model_dir / "config.json").exists() and metrics_path.exists():
         metrics_path.unlink()
 
-    def train() -> dict:
+    def train_model() -> dict:
         model, tokenizer = exp.load_model()
-        return finetune(model, tokenizer, exp.hh["train"], exp.params.sft, step,
-                        checkpoint_dir=step / "checkpoints" / exp.fingerprint("01_sft"),
+        return finetune(model, tokenizer, train, exp.params.sft, out_dir,
+                        checkpoint_dir=out_dir / "checkpoints" / exp.fingerprint(step),
                         seed=exp.params.seed)
 
-    return model_dir, exp.cached("01_sft", metrics_path, train)
+    return model_dir, exp.cached(step, metrics_path, train_model)
 
 
 def _collate_for_training(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:

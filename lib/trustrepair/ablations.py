@@ -1,0 +1,171 @@
+"""Step 05: what the repair is compared against, on the same post-SFT model (paper §4).
+
+- Table 4: a random subset of the same size with the same PBRF step, against ours.
+- Figure 2: F_j and perplexity across a β grid, DPP subset vs plain top-k (no DPP).
+- Baselines: SGA, GA and GA+KL on the aspect's DPP subset, DPO on its trust train pairs.
+- Retraining: the SFT of step 01 rerun without the common subset.
+
+Every variant, the post-SFT reference included, is evaluated on the same (optionally
+capped) test triples and HH dialogues, and each evaluation is saved on its own, so an
+interrupted step resumes at the first variant it had not finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from trustrepair import baselines
+from trustrepair.artifacts import read_json
+from trustrepair.attribution import COMMON, post_sft_dir
+from trustrepair.evaluation import evaluate
+from trustrepair.experiment import Experiment
+from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
+from trustrepair.report import relative_change
+from trustrepair.sft import sft_into
+
+STEP = "05_ablations"
+PBRF_SELECTORS = {"ours": "dpp", "topk": "topk", "random": "random"}
+"""Method name in the tables -> selector of step 03 whose subset the PBRF step uses."""
+
+
+def _capped(data: Dataset, cap: int | None, seed: int) -> Dataset:
+    return data if cap is None or len(data) <= cap else \
+        data.shuffle(seed=seed).select(range(cap))
+
+
+class Ablations:
+    """The post-SFT model, its subsets and factors, and a cache of evaluated variants."""
+
+    def __init__(self, exp: Experiment):
+        p = exp.params
+        self.exp, self.p = exp, p
+        self.dir = exp.step_dir(STEP)
+        summary = read_json(exp.run_dir / "02_attribution" / "attribution.json")
+        self.preconditioner = Preconditioner.load(Path(summary["factors_dir"]),
+                                                  p.attribution.damping)
+        self.subsets = read_json(exp.run_dir / "03_dpp" / "subsets.json")["subsets"]
+        self.model, self.tokenizer = exp.load_model(post_sft_dir(exp))
+        self.preconditioner.check_model(self.model)
+        self.tests = {a: _capped(t, p.ablations.eval_triples, p.seed)
+                      for a, t in exp.trust_test().items()}
+        self.hh_test = _capped(exp.hh["test"], p.ablations.ppl_dialogues, p.seed)
+        self._gradients: dict[tuple[str, str], dict] = {}
+
+    def evaluated(self, name: str, aspects: list[str],
+                  make_model: Callable[[], PreTrainedModel]) -> dict:
+        """Evaluation of one variant on ``aspects`` (+ perplexity), computed once."""
+        def compute() -> dict:
+            model = make_model()
+            return evaluate(model, self.tokenizer, {a: self.tests[a] for a in aspects},
+                            self.hh_test, self.p.eval)
+
+        return self.exp.cached(STEP, self.dir / "evals" / f"{name}.json", compute)
+
+    def subset(self, target: str, selector: str) -> Dataset:
+        return self.exp.hh["train"].select(self.subsets[target][selector]["indices"])
+
+    def pbrf(self, target: str, selector: str, beta: float) -> PreTrainedModel:
+        """The post-SFT model after one PBRF step on a step-03 subset (gradient reused)."""
+        key = (target, selector)
+        if key not in self._gradients:
+            self._gradients[key] = subset_gradient(
+                self.model, self.tokenizer, self.subset(target, selector),
+                self.preconditioner.modules, max_length=self.p.sft.max_length,
+                batch_size=self.p.attribution.train_batch_size)
+        return pbrf_step(self.model, self.preconditioner, self._gradients[key], beta)
+
+    def baseline(self, method: str, aspect: str) -> PreTrainedModel:
+        """A baseline of the paper's ablation, with the same update budget for each."""
+        a, p = self.p.ablations, self.p
+        common = {"lr": a.lr, "steps": a.steps, "max_length": p.sft.max_length, "seed": p.seed}
+        modules = self.preconditioner.modules
+        subset = self.subset(aspect, "dpp")
+        if method in ("ga", "sga"):
+            return baselines.gradient_ascent(
+                self.model, self.tokenizer, subset, modules,
+                batch_size=a.sga_batch_size if method == "sga" else None, **common)
+        if method == "ga_kl":
+            return baselines.gradient_ascent_kl(
+                self.model, self.tokenizer, subset, self.retained(aspect), modules,
+                kl_weight=a.kl_weight, batch_size=None, **common)
+        pairs = _capped(self.exp.trust[aspect]["train"], a.dpo_pairs, p.seed)
+        pairs = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["proponent"],
+                                   "rejected": pairs["opponent"]})
+        return baselines.dpo(self.model, self.tokenizer, pairs, modules, beta=a.dpo_beta,
+                             batch_size=a.sga_batch_size, output_dir=self.dir / "dpo", **common)
+
+    def retained(self, aspect: str) -> Dataset:
+        """SFT samples outside the aspect's subset, for the KL term of GA+KL."""
+        excluded = set(self.subsets[aspect]["dpp"]["indices"])
+        keep = [i for i in range(len(self.exp.hh["train"])) if i not in excluded]
+        return _capped(self.exp.hh["train"].select(keep), self.p.ablations.retain_samples,
+                       self.p.seed)
+
+    def retrain(self) -> PreTrainedModel:
+        """SFT from the base model without the common DPP subset (the slow counterfactual)."""
+        excluded = set(self.subsets[COMMON]["dpp"]["indices"])
+        train = self.exp.hh["train"]
+        kept = train.select([i for i in range(len(train)) if i not in excluded])
+        # Keyed on what the retraining depends on (data, SFT and the subset: steps 01-03),
+        # so changing an ablation setting does not retrain.
+        model_dir, _ = sft_into(self.exp, kept, "03_dpp", self.dir / "retrain")
+        return self.exp.load_model(model_dir)[0]
+
+
+def run_ablations(exp: Experiment) -> dict:
+    """Evaluate every comparison; the rows the tables and figures read, saved as JSON."""
+    return exp.cached(STEP, exp.step_dir(STEP) / "ablations.json", lambda: _compare(exp))
+
+
+def _compare(exp: Experiment) -> dict:
+    a = exp.params.ablations
+    beta = exp.params.repair.beta
+    abl = Ablations(exp)
+    aspects = list(abl.tests)
+    post = abl.evaluated("post_sft", aspects, lambda: abl.model)
+    rows, grid = [], []
+
+    def add(method: str, aspect: str, result: dict) -> None:
+        rows.append({"aspect": aspect, "method": method,
+                     "logodds": result["aspects"][aspect]["logodds"], "ppl": result["ppl"]})
+
+    jobs = [(aspect, m) for aspect in aspects for m in (*PBRF_SELECTORS, *a.methods)]
+    for aspect, method in tqdm(jobs, desc="ablations"):
+        if method in PBRF_SELECTORS:
+            selector = PBRF_SELECTORS[method]
+            result = abl.evaluated(f"pbrf_{selector}_{aspect}_beta{beta:g}", [aspect],
+                                   partial(abl.pbrf, aspect, selector, beta))
+        else:
+            result = abl.evaluated(f"{method}_{aspect}", [aspect],
+                                   partial(abl.baseline, method, aspect))
+        add(method, aspect, result)
+    for aspect in aspects:
+        for selector in ("dpp", "topk"):
+            for b in tqdm(a.betas, desc=f"figure 2: {aspect}, {selector}"):
+                result = abl.evaluated(f"pbrf_{selector}_{aspect}_beta{b:g}", [aspect],
+                                       partial(abl.pbrf, aspect, selector, b))
+                grid.append({"aspect": aspect, "selector": selector, "beta": b,
+                             "logodds": result["aspects"][aspect]["logodds"],
+                             "ppl": result["ppl"]})
+    retrain_seconds = None
+    if a.retrain:
+        result = abl.evaluated("retrain_without_common", aspects, abl.retrain)
+        for aspect in aspects:
+            add("retrain", aspect, result)
+        retrain_seconds = read_json(abl.dir / "retrain" / "sft_metrics.json")["train_runtime"]
+    for row in rows:
+        row["rel_change_logodds"] = relative_change(post["aspects"][row["aspect"]]["logodds"],
+                                                    row["logodds"])
+        row["rel_change_ppl"] = relative_change(post["ppl"], row["ppl"])
+    return {"beta": beta, "post_sft": {"ppl": post["ppl"], "logodds": {
+                x: post["aspects"][x]["logodds"] for x in aspects}},
+            "n_triples": {x: len(t) for x, t in abl.tests.items()},
+            "ppl_dialogues": len(abl.hh_test), "rows": rows, "grid": grid,
+            "retrain_seconds": retrain_seconds,
+            "retrain_excluded": len(abl.subsets[COMMON]["dpp"]["indices"])}

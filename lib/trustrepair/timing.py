@@ -1,0 +1,76 @@
+"""Step 06: how long the repair takes against retraining without S (paper Figure 3).
+
+The repair is timed end to end as a user waits for it (subset gradients, EK-FAC
+preconditioning, the parameter update) for growing |S|, capped by the SFT train set.
+Retraining is the SFT run of step 05 without the common subset, on the same machine;
+the one-off factor fit of step 02 is reported on its own row.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trustrepair.artifacts import read_json
+from trustrepair.attribution import FACTOR_METADATA, post_sft_dir
+from trustrepair.experiment import Experiment
+from trustrepair.repair import Preconditioner, repair
+
+STEP = "06_timing"
+
+
+def time_repair(exp: Experiment, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                preconditioner: Preconditioner, size: int, repeats: int) -> float:
+    """Median wall seconds of one full repair on a random subset of ``size`` samples."""
+    p = exp.params
+    train = exp.hh["train"]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(p.seed))
+    subset = train.select(order[:size].tolist())
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        repair(model, tokenizer, preconditioner, subset, p.repair.beta,
+               max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def run_timing(exp: Experiment) -> dict:
+    """Rows (what, subset_size, seconds) for Figure 3; saved as JSON."""
+    p = exp.params
+
+    def compute() -> dict:
+        retrain_path = exp.run_dir / "05_ablations" / "retrain" / "sft_metrics.json"
+        if not retrain_path.exists():
+            raise FileNotFoundError(f"no retraining time at {retrain_path}: run step 05 with "
+                                    f"ablations.retrain: true first")
+        factors_dir = Path(read_json(exp.run_dir / "02_attribution" /
+                                     "attribution.json")["factors_dir"])
+        preconditioner = Preconditioner.load(factors_dir, p.attribution.damping)
+        model, tokenizer = exp.load_model(post_sft_dir(exp))
+        n_train = len(exp.hh["train"])
+        rows = []
+        for requested in tqdm(p.timing.subset_sizes, desc="repair timing"):
+            size = min(requested, n_train)
+            if any(row["subset_size"] == size for row in rows):
+                continue  # capped to a size already timed
+            seconds = time_repair(exp, model, tokenizer, preconditioner, size, p.timing.repeats)
+            rows.append({"what": "repair", "subset_size": size, "requested_size": requested,
+                         "seconds": seconds})
+        retrain = read_json(retrain_path)
+        rows.append({"what": "retrain_without_S", "subset_size": n_train - retrain[
+            "train_samples"], "requested_size": None, "seconds": retrain["train_runtime"]})
+        fit = json.loads((factors_dir / FACTOR_METADATA).read_text()).get("fit_seconds")
+        if fit is not None:
+            rows.append({"what": "factor_fit", "subset_size": None, "requested_size": None,
+                         "seconds": fit})
+        return {"rows": rows, "n_train": n_train, "repeats": p.timing.repeats,
+                "device": str(exp.device), "threads": torch.get_num_threads()}
+
+    return exp.cached(STEP, exp.step_dir(STEP) / "timing.json", compute)
