@@ -203,6 +203,13 @@ def test_only_picks_steps_by_number_or_name() -> None:
         _select(found, ["01", "9"])
 
 
+def test_only_refuses_a_step_whose_upstream_is_stale(tmp_path: Path, capsys) -> None:
+    params_file = _params_file(tmp_path)
+    assert cli.main(["run", str(params_file), "--only", "03"]) == 2
+    assert "step 03_dpp needs 01_sft, which is not up to date" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "smoke" / "03_dpp").exists()
+
+
 def test_a_failing_step_names_its_executed_notebook(tmp_path: Path, capsys) -> None:
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

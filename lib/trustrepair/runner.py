@@ -73,10 +73,11 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
     manifest.update(params=params.model_dump(mode="json"), environment=environment_record())
     selected = _select(notebooks(notebook_dir), only)
-    upstream = ""
+    keys, upstream = {}, ""
     for notebook in notebooks(notebook_dir):
-        key = step_key(params, notebook, upstream)
-        upstream = key
+        keys[notebook] = upstream = step_key(params, notebook, upstream)
+    _check_upstream(manifest, keys, selected, params)
+    for notebook, key in keys.items():
         step = notebook.stem
         if notebook not in selected:
             continue
@@ -108,6 +109,22 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         write_json(manifest_path, manifest)
         print(f"[{step}] done in {seconds:.0f} s", flush=True)
     return manifest
+
+
+def _check_upstream(manifest: dict, keys: dict[Path, str], selected: list[Path],
+                    params: Params) -> None:
+    """Refuse to run a step on top of an upstream step that is stale and not selected."""
+    stale = None
+    for notebook, key in keys.items():
+        if notebook in selected:
+            if stale:
+                raise ValueError(f"step {notebook.stem} needs {stale}, which is not up to date "
+                                 f"with these params: add it to --only, or run without --only")
+            continue
+        record = manifest["steps"].get(notebook.stem, {})
+        if enabled(notebook.stem, params) and not (record.get("key") == key and
+                                                   record.get("status") == "done"):
+            stale = stale or notebook.stem
 
 
 def _select(all_notebooks: list[Path], only: list[str] | None) -> list[Path]:
