@@ -27,6 +27,7 @@ def test_paper_configs_carry_table3_settings() -> None:
         assert (p.sft.batch_size, p.sft.learning_rate) == (batch, lr)
         assert (p.sft.grad_accum, p.sft.epochs, p.sft.max_length, p.sft.weight_decay) == \
             (4, 3, 1024, 0.01)
+        assert (p.selection.k, p.selection.eta) == (100, 1e4), "appendix A: top 100, η > 1e4"
 
 
 def test_extends_merges_sections_key_by_key(tmp_path: Path) -> None:

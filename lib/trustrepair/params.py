@@ -195,8 +195,10 @@ class SelectionParams(_Section):
 
     k: int = Field(100, gt=0)
     """Subset size (paper: 100)."""
-    eta: float = Field(1.0, ge=0)
-    """Weight of the attribution term against diversity (paper: > 1e4, or 100 if unstable)."""
+    eta: float = Field(100.0, ge=0)
+    """Weight of the attribution term against diversity (paper: > 1e4, or 100 if unstable).
+    With scores normalised to [0, 1] the harm term is at most log(1 + k): at η ≈ 1 the pick
+    is mostly diversity, at η ≥ 1e4 it is top-k with ties broken by diversity."""
     gamma: float | None = Field(None, gt=0)
     """RBF parameter of the kernel; None = median heuristic."""
 
