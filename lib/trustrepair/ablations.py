@@ -20,7 +20,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from trustrepair import baselines
+from trustrepair import baselines, prefix
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.evaluation import evaluate
@@ -52,16 +52,22 @@ class Ablations:
         self.subsets = read_json(exp.run_dir / "03_dpp" / "subsets.json")["subsets"]
         self.model, self.tokenizer = exp.load_model(post_sft_dir(exp))
         self.preconditioner.check_model(self.model)
+        # Every variant but the retrained one changes only the tracked blocks.
+        self.prefix = prefix.for_tracked_blocks(self.model, p.attribution.tracked_blocks)
         self.tests = {a: _capped(t, p.ablations.eval_triples, p.seed)
                       for a, t in exp.trust_test().items()}
         self.hh_test = _capped(exp.hh["test"], p.ablations.ppl_dialogues, p.seed)
         self._gradients: dict[tuple[str, str], dict] = {}
 
     def evaluated(self, name: str, aspects: list[str],
-                  make_model: Callable[[], PreTrainedModel]) -> dict:
-        """Evaluation of one variant on ``aspects`` (+ perplexity), computed once."""
+                  make_model: Callable[[], PreTrainedModel], *, same_prefix: bool = True) -> dict:
+        """Evaluation of one variant on ``aspects`` (+ perplexity), computed once.
+
+        ``same_prefix``: the variant differs from the post-SFT model only in the tracked
+        blocks, so it reads the states below them from the prefix cache.
+        """
         def compute() -> dict:
-            model = make_model()
+            model = prefix.through(self.prefix if same_prefix else None, make_model())
             return evaluate(model, self.tokenizer, {a: self.tests[a] for a in aspects},
                             self.hh_test, self.p.eval)
 
@@ -155,7 +161,8 @@ def _compare(exp: Experiment) -> dict:
                              "ppl": result["ppl"]})
     retrain_seconds = None
     if a.retrain:
-        result = abl.evaluated("retrain_without_common", aspects, abl.retrain)
+        result = abl.evaluated("retrain_without_common", aspects, abl.retrain,
+                               same_prefix=False)
         for aspect in aspects:
             add("retrain", aspect, result)
         retrain_seconds = read_json(abl.dir / "retrain" / "sft_metrics.json")["train_runtime"]

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from trustrepair import prefix
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import (
     COMMON,
@@ -174,6 +175,8 @@ def run_repair(exp: Experiment) -> dict:
         subsets = read_json(exp.run_dir / "03_dpp" / "subsets.json")["subsets"]
         harm = load_scores(exp)
         model, tokenizer = exp.load_model(post_sft_dir(exp))
+        # Repaired models differ only in the tracked blocks: evaluate them from cached states.
+        cache = prefix.for_tracked_blocks(model, p.attribution.tracked_blocks)
         train, tests = exp.hh["train"], exp.trust_test()
         results: dict = {"beta": p.repair.beta, "selector": p.repair.selector, "targets": {},
                          "sweep": []}
@@ -186,8 +189,8 @@ def run_repair(exp: Experiment) -> dict:
             preconditioner.check_model(model)
             repaired = pbrf_step(model, preconditioner, gradient, p.repair.beta)
             evaluated = tests if target == COMMON else {target: tests[target]}
-            results["targets"][target] = evaluate(repaired, tokenizer, evaluated, exp.hh["test"],
-                                                  p.eval)
+            results["targets"][target] = evaluate(prefix.through(cache, repaired), tokenizer,
+                                                  evaluated, exp.hh["test"], p.eval)
             save_pretrained(repaired, tokenizer, step / f"model_{target}")
             if target == COMMON:
                 continue
@@ -195,15 +198,14 @@ def run_repair(exp: Experiment) -> dict:
             queries = exp.trust[target]["train"]
             if p.repair.sweep_triples and len(queries) > p.repair.sweep_triples:
                 queries = queries.shuffle(seed=p.seed).select(range(p.repair.sweep_triples))
-            base = trust_logodds(model, tokenizer, queries, batch_size=p.eval.batch_size,
-                                 max_length=p.eval.max_length,
-                                 normalized=p.eval.length_normalized).mean
+            def logodds(m: PreTrainedModel, queries: Dataset = queries) -> float:
+                return trust_logodds(prefix.through(cache, m), tokenizer, queries,
+                                     batch_size=p.eval.batch_size, max_length=p.eval.max_length,
+                                     normalized=p.eval.length_normalized).mean
+
+            base = logodds(model)
             for beta in p.repair.betas:
-                moved = pbrf_step(model, preconditioner, gradient, beta)
-                measured = trust_logodds(moved, tokenizer, queries,
-                                         batch_size=p.eval.batch_size,
-                                         max_length=p.eval.max_length,
-                                         normalized=p.eval.length_normalized).mean - base
+                measured = logodds(pbrf_step(model, preconditioner, gradient, beta)) - base
                 # The scores are those of the mean F_j over all train triples: a subsample
                 # measures the same quantity with sampling noise.
                 results["sweep"].append({

@@ -1,0 +1,128 @@
+"""Time F_j over a β sweep of last-block variants: full model vs trustrepair.prefix.PrefixCache.
+
+Each variant is the model with its last decoder block moved along one random direction
+(w + β d), as a repair sweep produces them. Both sides score the same synthetic triples
+with trustrepair.metrics.trust_logodds; the cached side pays for hashing the lower blocks
+(at construction and at every wrap) and computes every sequence's prefix during the
+first variant. Uses the largest converted model under ~/.cache/trustrepair/models/, else
+a tiny random-init one.
+
+    python benchmarks/bench_prefix.py              # 100 scored pairs, 4 variants
+    python benchmarks/bench_prefix.py --tiny       # tiny model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from trustrepair.metrics import trust_logodds
+from trustrepair.models import decoder_blocks, load_pretrained, tiny_model
+from trustrepair.params import TinyModelParams
+from trustrepair.prefix import PrefixCache
+from trustrepair.tokenizer import train_bpe_tokenizer
+
+MODELS = Path.home() / ".cache" / "trustrepair" / "models"
+WORDS = ("the cat sat on a mat and dog ran to park what is capital of land answer big city "
+         "you are helpful assistant tell me fact about people kind good at many things "
+         "should we trust this claim because evidence shows it may be true or false").split()
+
+
+def cached_model() -> Path | None:
+    """The converted model with the most decoder blocks, if any."""
+    configs = sorted(MODELS.glob("*/config.json"),
+                     key=lambda c: json.loads(c.read_text()).get("num_hidden_layers", 0))
+    return configs[-1].parent if configs else None
+
+
+def triples(n: int, words: int, seed: int = 0) -> Dataset:
+    """``n`` random triples: a prompt of ``words`` words, responses of a third of that."""
+    rng = random.Random(seed)
+
+    def text(k: int) -> str:
+        return " " + " ".join(rng.choice(WORDS) for _ in range(k))
+
+    return Dataset.from_dict({"prompt": [text(words) for _ in range(n)],
+                              "opponent": [text(words // 3) for _ in range(n)],
+                              "proponent": [text(words // 3) for _ in range(n)]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny random-init model")
+    parser.add_argument("--pairs", type=int, default=100, help="scored prompt/response pairs")
+    parser.add_argument("--variants", type=int, default=4, help="last-block variants (β values)")
+    parser.add_argument("--words", type=int, default=45, help="prompt words (response: a third)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (more only on an otherwise idle machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    folder = None if args.tiny else cached_model()
+    if folder is None:
+        tokenizer = train_bpe_tokenizer([" ".join(WORDS)] * 4, vocab_size=600)
+        spec = TinyModelParams(family="llama", layers=6, hidden=64, heads=4, intermediate=128)
+        model, name = tiny_model(spec, len(tokenizer)), "tiny llama (6 blocks, hidden 64)"
+    else:
+        model, tokenizer = load_pretrained(folder)
+        name = folder.name
+    data = triples(args.pairs // 2, args.words)
+    prompts, responses = list(data["prompt"]), list(data["opponent"]) + list(data["proponent"])
+    n_tokens = [len(tokenizer(p + r)["input_ids"])
+                for p, r in zip(prompts * 2, responses, strict=True)]
+    blocks = decoder_blocks(model)
+    last = blocks[-1]
+    start = {k: v.clone() for k, v in last.state_dict().items()}
+    direction = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) * v.std()
+                 for k, v in start.items() if v.is_floating_point() and v.ndim == 2}
+    betas = [0.05 * j for j in range(args.variants)]
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"prefix cache benchmark: {name}, {len(blocks)} blocks (cache below block "
+          f"{len(blocks) - 1}), {platform.machine()}, {cpus} usable cpus, load {load:.1f}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{len(n_tokens)} scored pairs ({args.pairs // 2} triples), "
+          f"{sum(n_tokens) / len(n_tokens):.0f} tokens on average, batch size 8")
+
+    start_s = time.perf_counter()
+    cache = PrefixCache(model, len(blocks) - 1)
+    build_s = time.perf_counter() - start_s
+    header = (f"{'variant':>7} {'beta':>5} {'full s':>8} {'cached s':>9} {'speed-up':>9} "
+              f"{'max |dF|':>9}")
+    print(header)
+    print("-" * len(header))
+    full_total = cached_total = 0.0
+    for j, beta in enumerate(betas):
+        with torch.no_grad():
+            for k, v in direction.items():
+                last.state_dict()[k].copy_(start[k] + beta * v)
+        start_s = time.perf_counter()
+        full = trust_logodds(model, tokenizer, data).per_triple
+        full_s = time.perf_counter() - start_s
+        start_s = time.perf_counter()
+        cached = trust_logodds(cache.wrap(model), tokenizer, data).per_triple
+        cached_s = time.perf_counter() - start_s
+        full_total += full_s
+        cached_total += cached_s
+        note = f"  (computes all {cache.misses} prefixes)" if j == 0 else ""
+        print(f"{j + 1:>7} {beta:>5.2f} {full_s:>8.2f} {cached_s:>9.2f} {full_s / cached_s:>8.1f}x "
+              f"{float((full - cached).abs().max()):>9.1e}{note}", flush=True)
+    cached_total += build_s
+    held = sum(s.numel() * s.element_size() for s in cache.states.values()) / 2**20
+    print(f"cache construction (hashing the lower blocks): {build_s:.2f} s; "
+          f"states held: {held:.1f} MiB")
+    print(f"total: full {full_total:.2f} s, cached {cached_total:.2f} s incl. construction, "
+          f"speed-up {full_total / cached_total:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

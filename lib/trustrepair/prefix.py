@@ -1,0 +1,156 @@
+"""Evaluate many repaired variants of one model without recomputing their shared blocks.
+
+A repair changes only the last decoder blocks, so every variant (β sweep, baselines)
+computes the same hidden states up to the first changed block. :class:`PrefixCache`
+keeps those states per token sequence, and :meth:`PrefixCache.wrap` returns a module
+that the :mod:`trustrepair.metrics` code scores like the model itself while running only
+the blocks from ``first_block`` on. Evaluation only: the cached states are constants, so
+no gradient reaches the embedding or the lower blocks. Batches must be right-padded, as
+:func:`trustrepair.metrics.collate` pads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from trustrepair.models import decoder_blocks
+
+# model_type -> final norm of the base model; both families keep ``rotary_emb`` there and
+# call their blocks with the same mask, position ids and rotary embeddings.
+_FINAL_NORM = {"llama": "norm", "gpt_neox": "final_layer_norm"}
+
+
+def _family(model: nn.Module) -> str:
+    """The model type, if this module knows how to split it into prefix and head."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in _FINAL_NORM:
+        raise ValueError(f"PrefixCache supports model types {sorted(_FINAL_NORM)}, "
+                         f"not {model_type!r} ({type(model).__name__})")
+    return model_type
+
+
+def _fingerprint(model: PreTrainedModel, first_block: int) -> str:
+    """SHA-256 of every tensor the cached states depend on: embedding, rotary, lower blocks."""
+    digest = hashlib.sha256()
+    lower = [model.get_input_embeddings(), model.base_model.rotary_emb,
+             *decoder_blocks(model)[:first_block]]
+    for i, module in enumerate(lower):
+        for name, t in [*module.named_parameters(), *module.named_buffers()]:
+            digest.update(f"{i}.{name}{tuple(t.shape)}{t.dtype};".encode())
+            digest.update(t.detach().reshape(-1).cpu().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _run_blocks(model: PreTrainedModel, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                blocks: nn.ModuleList) -> torch.Tensor:
+    """Blocks applied as LlamaModel / GPTNeoXModel.forward apply them (no KV cache)."""
+    position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = create_causal_mask(config=model.config, inputs_embeds=hidden,
+                              attention_mask=attention_mask, past_key_values=None,
+                              position_ids=position_ids)
+    rotary = model.base_model.rotary_emb(hidden, position_ids=position_ids)
+    for block in blocks:
+        hidden = block(hidden, attention_mask=mask, position_ids=position_ids,
+                       position_embeddings=rotary)
+    return hidden
+
+
+def for_tracked_blocks(model: PreTrainedModel, tracked_blocks: int) -> PrefixCache | None:
+    """A cache below the last ``tracked_blocks`` blocks, or None for a family it cannot split
+    (then every variant runs the whole model)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    first_block = len(decoder_blocks(model)) - tracked_blocks
+    if model_type not in _FINAL_NORM or first_block < 1:
+        return None
+    return PrefixCache(model, first_block)
+
+
+def through(cache: PrefixCache | None, model: PreTrainedModel) -> nn.Module:
+    """``model`` reading from ``cache`` when there is one, else ``model`` itself."""
+    return model if cache is None else cache.wrap(model)
+
+
+class PrefixCache:
+    """Hidden states entering decoder block `first_block`, computed once per token sequence.
+
+    The states live on the CPU, keyed by the unpadded token ids. ``misses`` counts the
+    sequences whose prefix was computed. Which model computes a miss does not matter:
+    :meth:`wrap` admits only models whose embedding, rotary embedding and lower blocks
+    hash to those of the model given here, so the cache holds no model of its own.
+    """
+
+    def __init__(self, model: PreTrainedModel, first_block: int):
+        self.model_type = _family(model)
+        self.n_blocks = len(decoder_blocks(model))
+        if not 1 <= first_block <= self.n_blocks - 1:
+            raise ValueError(f"first_block={first_block} must lie in [1, {self.n_blocks - 1}] "
+                             f"for a model with {self.n_blocks} decoder blocks")
+        self.first_block = first_block
+        self.fingerprint = _fingerprint(model, first_block)
+        self.states: dict[tuple[int, ...], torch.Tensor] = {}
+        self.misses = 0
+
+    def wrap(self, model: PreTrainedModel) -> nn.Module:
+        """``model`` reading its lower-block states from this cache; refused where they differ."""
+        if _family(model) != self.model_type or len(decoder_blocks(model)) != self.n_blocks:
+            raise ValueError(f"the cache is for a {self.n_blocks}-block {self.model_type} model")
+        if _fingerprint(model, self.first_block) != self.fingerprint:
+            raise ValueError(f"this model's embedding or blocks [0, {self.first_block}) differ "
+                             f"from those the cache was built for: its states would be wrong")
+        return _CachedPrefixLM(self, model)
+
+    def _fill(self, model: PreTrainedModel, sequences: list[tuple[int, ...]]) -> None:
+        """Compute and store the states of ``sequences`` in one right-padded batch."""
+        device = next(model.parameters()).device
+        width = max(len(s) for s in sequences)
+        input_ids = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, seq in enumerate(sequences):
+            input_ids[row, :len(seq)] = torch.tensor(seq, device=device)
+            attention_mask[row, :len(seq)] = 1
+        was_training = model.training
+        model.eval()  # dropout must not become part of a constant
+        with torch.no_grad():
+            hidden = _run_blocks(model, model.get_input_embeddings()(input_ids), attention_mask,
+                                 decoder_blocks(model)[:self.first_block])
+        model.train(was_training)
+        for row, seq in enumerate(sequences):
+            self.states[seq] = hidden[row, :len(seq)].cpu()
+        self.misses += len(sequences)
+
+
+class _CachedPrefixLM(nn.Module):
+    """A causal LM whose forward pass starts at the cache's ``first_block``."""
+
+    def __init__(self, cache: PrefixCache, model: PreTrainedModel):
+        super().__init__()
+        self.cache = cache
+        self.model = model  # a submodule: parameters(), eval() and train() reach it
+
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> CausalLMOutputWithPast:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        lengths = attention_mask.sum(1)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        if not torch.equal(attention_mask.bool(), positions < lengths[:, None]):
+            raise ValueError("PrefixCache needs right-padded batches (attention mask 1...1 0...0)")
+        keys = [tuple(row[:n].tolist()) for row, n in zip(input_ids, lengths.tolist(), strict=True)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache.states))
+        if missing:
+            self.cache._fill(self.model, missing)
+        embed = self.model.get_input_embeddings().weight
+        hidden = torch.zeros((*input_ids.shape, embed.shape[1]), dtype=embed.dtype,
+                             device=embed.device)
+        for row, key in enumerate(keys):
+            hidden[row, :len(key)] = self.cache.states[key]
+        blocks = decoder_blocks(self.model)[self.cache.first_block:]
+        hidden = _run_blocks(self.model, hidden, attention_mask, blocks)
+        norm = getattr(self.model.base_model, _FINAL_NORM[self.cache.model_type])
+        return CausalLMOutputWithPast(logits=self.model.get_output_embeddings()(norm(hidden)))

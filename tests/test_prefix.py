@@ -1,0 +1,123 @@
+"""The prefix cache scores every variant exactly as the full model does, and only where safe."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from trustrepair.metrics import collate, encode, perplexity, trust_logodds
+from trustrepair.models import decoder_blocks
+from trustrepair.prefix import PrefixCache
+
+TRIPLES = Dataset.from_dict({
+    "prompt": ["what is the capital of the land ?", "tell me a fact about people", "the cat"],
+    "opponent": [" the big city", " people are kind", " sat on the mat and the dog ran"],
+    "proponent": [" the answer is the city", " people are good at many things", " ran"],
+})
+DIALOGUES = Dataset.from_dict({
+    "prompt": ["you are a helpful assistant . tell me a fact", "the dog", "what is the land ?"],
+    "response": [" people are kind and good", " ran to the park", " the big city"],
+})
+REL = 1e-5
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest absolute difference relative to the largest reference magnitude."""
+    return float((got.double() - want.double()).abs().max() / want.double().abs().max())
+
+
+def _with_noise(model, block: int):
+    """A copy of ``model`` with noise added to one weight of decoder block ``block``."""
+    variant = copy.deepcopy(model)
+    weight = next(decoder_blocks(variant)[block].parameters())
+    with torch.no_grad():
+        weight.add_(0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(1)))
+    return variant
+
+
+def _encoded(tokenizer) -> list[dict[str, list[int]]]:
+    """Sequences of different lengths."""
+    texts = ["the cat sat on the mat and the dog ran to the park", "people", "what is the land ?"]
+    return [encode(tokenizer, t, " the", 64) for t in texts]
+
+
+def _logits(model, batch) -> torch.Tensor:
+    """Logits of a collated batch, labels left out."""
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+@pytest.mark.parametrize("first_block", [1, 2])
+def test_logits_match_the_full_model(tiny_lm, tokenizer, first_block) -> None:
+    encoded = _encoded(tokenizer)
+    cache = PrefixCache(tiny_lm, first_block)
+    for e in encoded:  # states computed unpadded, then used in a padded batch
+        _logits(cache.wrap(tiny_lm), collate([e], tokenizer.pad_token_id))
+    batch = collate(encoded, tokenizer.pad_token_id)
+    real = batch["attention_mask"].bool()
+    assert not real.all()
+    got = _logits(cache.wrap(tiny_lm), batch)
+    assert cache.misses == len(encoded)
+    assert _rel(got[real], _logits(tiny_lm, batch)[real]) <= REL
+
+
+def test_metrics_match_for_the_model_and_a_repaired_variant(tiny_lm, tokenizer) -> None:
+    cache = PrefixCache(tiny_lm, len(decoder_blocks(tiny_lm)) - 1)
+    repaired = _with_noise(tiny_lm, -1)
+    for model in (tiny_lm, repaired):
+        wrapped = cache.wrap(model)
+        want, got = (trust_logodds(m, tokenizer, TRIPLES, batch_size=2).per_triple
+                     for m in (model, wrapped))
+        assert _rel(got, want) <= REL
+        assert perplexity(wrapped, tokenizer, DIALOGUES, batch_size=2) == pytest.approx(
+            perplexity(model, tokenizer, DIALOGUES, batch_size=2), rel=REL)
+    assert not torch.allclose(trust_logodds(repaired, tokenizer, TRIPLES).per_triple,
+                              trust_logodds(tiny_lm, tokenizer, TRIPLES).per_triple)
+
+
+def test_each_sequence_prefix_is_computed_once(tiny_lm, tokenizer) -> None:
+    cache = PrefixCache(tiny_lm, 2)
+    for model in (tiny_lm, _with_noise(tiny_lm, 2), _with_noise(tiny_lm, 2)):
+        trust_logodds(cache.wrap(model), tokenizer, TRIPLES, batch_size=4)
+    distinct = {tuple(encode(tokenizer, p, r, 256)["input_ids"])
+                for p, o, q in zip(TRIPLES["prompt"], TRIPLES["opponent"], TRIPLES["proponent"],
+                                   strict=True) for r in (o, q)}
+    assert cache.misses == len(cache.states) == len(distinct)
+
+
+def test_wrapped_model_acts_like_a_module(tiny_lm) -> None:
+    wrapped = PrefixCache(tiny_lm, 1).wrap(tiny_lm)
+    assert next(wrapped.parameters()) is next(tiny_lm.parameters())
+    assert wrapped.train().training and tiny_lm.training
+    assert not wrapped.eval().training and not tiny_lm.training
+
+
+@pytest.mark.parametrize("block", [0, 1])
+def test_a_changed_lower_block_is_refused(tiny_lm, block) -> None:
+    cache = PrefixCache(tiny_lm, 2)
+    with pytest.raises(ValueError, match="differ"):
+        cache.wrap(_with_noise(tiny_lm, block))
+    embedding_changed = copy.deepcopy(tiny_lm)
+    with torch.no_grad():
+        embedding_changed.get_input_embeddings().weight[5] += 1.0
+    with pytest.raises(ValueError, match="differ"):
+        cache.wrap(embedding_changed)
+
+
+@pytest.mark.parametrize("first_block", [0, 3, -1])
+def test_a_first_block_outside_the_model_is_refused(tiny_lm, first_block) -> None:
+    with pytest.raises(ValueError, match="first_block"):
+        PrefixCache(tiny_lm, first_block)
+
+
+def test_left_padding_and_other_architectures_are_refused(tiny_lm) -> None:
+    wrapped = PrefixCache(tiny_lm, 1).wrap(tiny_lm)
+    with pytest.raises(ValueError, match="right-padded"):
+        wrapped(input_ids=torch.tensor([[0, 5, 6]]), attention_mask=torch.tensor([[0, 1, 1]]))
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50))
+    with pytest.raises(ValueError, match="model types"):
+        PrefixCache(gpt2, 1)
