@@ -115,6 +115,12 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert cli.main(["run", str(params_file)]) == 0
     assert "up to date, skipped" in capsys.readouterr().out
     assert (run_dir / "01_sft" / "eval_post.json").stat().st_mtime_ns == stamp
+    # --force recomputes the step's saved results, not only its notebook.
+    saved = run_dir / "03_dpp" / "subsets.json"
+    before = (saved.stat().st_mtime_ns, json.loads(saved.read_text())["subsets"])
+    assert cli.main(["run", str(params_file), "--only", "03", "--force"]) == 0
+    assert saved.stat().st_mtime_ns != before[0], "recomputed and written again"
+    assert json.loads(saved.read_text())["subsets"] == before[1], "deterministic picks"
     (tmp_path / "tables" / name / "table1_pre_post.csv").unlink()
     assert cli.main(["figures", str(params_file)]) == 0
     pd.testing.assert_frame_equal(

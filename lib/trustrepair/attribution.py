@@ -158,11 +158,11 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
 def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Dataset,
                   trust_train: dict[str, Dataset], params: AttributionParams, *,
                   out_dir: Path, name: str, sft_max_length: int, eval_max_length: int,
-                  normalized: bool, seed: int = 0) -> Influence:
+                  normalized: bool, seed: int = 0, overwrite: bool = False) -> Influence:
     """Fit EK-FAC factors on a sample of SFT data, then score every SFT sample per aspect.
 
     Results live under ``out_dir`` (kronfluence's layout); rerunning with the same ``name``
-    reuses what was already computed, so an interrupted step resumes.
+    reuses what was already computed, so an interrupted step resumes, unless ``overwrite``.
     """
     tracked = tracked_linear_modules(model, params.tracked_blocks)
     model_hash = tracked_weights_hash(model, tracked)
@@ -185,12 +185,13 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         has_shared_parameters=False)
     start = time.perf_counter()
     analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
-                             per_device_batch_size=params.train_batch_size)
+                             per_device_batch_size=params.train_batch_size,
+                             overwrite_output_dir=overwrite)
     factors_dir = Path(analyzer.factors_output_dir(factors_name="ekfac"))
     meta_path = factors_dir / FACTOR_METADATA
     # A resumed step reuses saved factors: keep the time of the fit that made them.
-    fit_seconds = (json.loads(meta_path.read_text()).get("fit_seconds") if meta_path.exists()
-                   else time.perf_counter() - start)
+    fit_seconds = (json.loads(meta_path.read_text()).get("fit_seconds")
+                   if meta_path.exists() and not overwrite else time.perf_counter() - start)
     meta_path.write_text(json.dumps({"modules": tracked, "strategy": params.strategy,
                                      "model_hash": model_hash, "fit_seconds": fit_seconds},
                                     indent=2))
@@ -206,7 +207,8 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
             scores_name=f"scores_{aspect}", factors_name="ekfac",
             query_dataset=_by_length(encode_triples(tokenizer, triples, eval_max_length).items),
             train_dataset=sorted_train, per_device_query_batch_size=params.query_batch_size,
-            per_device_train_batch_size=params.train_batch_size, score_args=score_args)
+            per_device_train_batch_size=params.train_batch_size, score_args=score_args,
+            overwrite_output_dir=overwrite)
         result = analyzer.load_pairwise_scores(f"scores_{aspect}")
         check_finite(result, f"{aspect} scores")
         # Summed measurement over n triples -> divide by n: the score of the mean F_j.
@@ -251,7 +253,7 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
             p.attribution, out_dir=step / "kronfluence",
             name=exp.fingerprint("02_attribution"),
             sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
-            normalized=p.eval.length_normalized, seed=p.seed)
+            normalized=p.eval.length_normalized, seed=p.seed, overwrite=exp.recompute)
         scores = {a: detrimental(s).float() for a, s in influence.scores.items()}
         scores[COMMON] = torch.stack(list(scores.values())).sum(0)
         with atomic_path(paths["scores"]) as tmp:

@@ -32,11 +32,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RECOMPUTE_ENV = "TRUSTREPAIR_RECOMPUTE"
+"""Set to 1 (``trustrepair run --force``) to recompute results instead of reusing them."""
+
+
 class Experiment:
     """One params file, its data and its run folder."""
 
     def __init__(self, params: Params):
         self.params = params
+        self.recompute = os.environ.get(RECOMPUTE_ENV) == "1"
         seed_everything(params.seed)
         threads = os.environ.get("TRUSTREPAIR_THREADS") or params.threads
         if threads:
@@ -58,11 +63,12 @@ class Experiment:
     def cached(self, step: str, path: Path, compute: Callable[[], dict]) -> dict:
         """Load a JSON result of ``step`` written under the same settings, or compute it.
 
-        Lets an interrupted step resume without trusting results of other settings.
+        Lets an interrupted step resume without trusting results of other settings;
+        ``recompute`` (``run --force``) ignores saved results.
         """
         path = Path(path)
         key = self.fingerprint(step)
-        if path.exists():
+        if path.exists() and not self.recompute:
             saved = read_json(path)
             if saved.get("fingerprint") == key:
                 return saved

@@ -53,7 +53,7 @@ def method_scores(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
                         out_dir=exp.step_dir("02b_planted") / "kronfluence",
                         name=exp.fingerprint("02b_planted"), sft_max_length=p.sft.max_length,
                         eval_max_length=p.eval.max_length, normalized=p.eval.length_normalized,
-                        seed=p.seed)
+                        seed=p.seed, overwrite=exp.recompute)
     generator = torch.Generator().manual_seed(p.seed)
     ekfac = load_scores(exp)
     return {"ekfac": {a: ekfac[a] for a in trust_train},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 import time
@@ -19,6 +20,7 @@ import papermill
 import yaml
 
 from trustrepair.artifacts import read_json, write_json, write_text
+from trustrepair.experiment import RECOMPUTE_ENV
 from trustrepair.params import Params
 from trustrepair.pipeline import ALL_SECTIONS, STEP_SECTIONS, enabled, fingerprint
 
@@ -94,6 +96,8 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         executed = run_dir / "notebooks" / notebook.name
+        if force:  # the kernel inherits it: saved results of this step are recomputed
+            os.environ[RECOMPUTE_ENV] = "1"
         try:
             papermill.execute_notebook(
                 str(notebook), str(executed),
@@ -104,6 +108,8 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
             write_json(manifest_path, manifest)
             raise StepFailed(f"step {step} failed ({err.ename}: {err.evalue}); the executed "
                              f"notebook with the traceback is {executed}") from None
+        finally:
+            os.environ.pop(RECOMPUTE_ENV, None)
         seconds = time.perf_counter() - start
         manifest["steps"][step].update(status="done", seconds=round(seconds, 1))
         write_json(manifest_path, manifest)

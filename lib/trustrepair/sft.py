@@ -57,7 +57,8 @@ def training_arguments(params: SFTParams, output_dir: Path, *, seed: int,
 
 
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Dataset,
-             params: SFTParams, out_dir: Path, *, checkpoint_dir: Path, seed: int = 0) -> dict:
+             params: SFTParams, out_dir: Path, *, checkpoint_dir: Path, seed: int = 0,
+             resume: bool = True) -> dict:
     """Fine-tune ``model`` in place on ``train`` and save it to ``out_dir/model``.
 
     Resumes from the last checkpoint in ``checkpoint_dir`` if one exists (give each
@@ -71,7 +72,8 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
     trainer = Trainer(model=model, args=args, train_dataset=encoded,
                       data_collator=partial(_collate_for_training,
                                             pad_token_id=tokenizer.pad_token_id))
-    checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    checkpoint = (get_last_checkpoint(str(checkpoint_dir))
+                  if resume and checkpoint_dir.is_dir() else None)
     if checkpoint:
         print(f"resuming SFT from {checkpoint}", flush=True)
     result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -107,7 +109,7 @@ def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple
         model, tokenizer = exp.load_model()
         return finetune(model, tokenizer, train, exp.params.sft, out_dir,
                         checkpoint_dir=out_dir / "checkpoints" / exp.fingerprint(step),
-                        seed=exp.params.seed)
+                        seed=exp.params.seed, resume=not exp.recompute)
 
     return model_dir, exp.cached(step, metrics_path, train_model)
 
