@@ -12,7 +12,7 @@ export TRUST_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: env test lint paper figures lab validate clean
+.PHONY: env test lint paper figures lab validate plan clean
 
 env: $(STAMP)  ## create or update .venv (no-op when current)
 
@@ -31,6 +31,9 @@ test: $(STAMP) lint  ## lint + the test suite (what CI runs)
 
 validate: $(STAMP)
 	$(BIN)/trustrepair validate $(PARAMS) --data
+
+plan: $(STAMP)  ## model size, memory and time of $(PARAMS), without loading weights
+	$(BIN)/trustrepair plan $(PARAMS)
 
 paper: $(STAMP)  ## run every notebook on $(PARAMS); tables/ and figures/ are rebuilt
 	$(BIN)/trustrepair run $(PARAMS)

@@ -1,4 +1,4 @@
-"""``trustrepair validate | run | figures`` — the commands the Makefile calls."""
+"""``trustrepair validate | plan | run | figures`` — the commands the Makefile calls."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ def _validate(args: argparse.Namespace) -> None:
     if args.data:
         for line in Experiment(params).check_data():
             print(line)
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from trustrepair import plan
+
+    params = load_params(args.params)
+    the_plan = plan.make_plan(params, plan.probe_for(params) if args.probe else None)
+    available = ((int(args.memory_gib * plan.GIB), "--memory-gib") if args.memory_gib
+                 else plan.memory_available(the_plan.device))
+    print(plan.format_plan(the_plan, available))
+    plan.check_fits(the_plan, *available)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -52,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("params")
     p.add_argument("--data", action="store_true", help="also load the data and check sizes")
     p.set_defaults(func=_validate)
+    p = sub.add_parser("plan", help="estimate model size, memory and time without loading weights")
+    p.add_argument("params")
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="time one decoder block on this machine to estimate run times")
+    p.add_argument("--memory-gib", type=float, metavar="X",
+                   help="memory to plan for instead of what this machine has")
+    p.set_defaults(func=_plan)
     p = sub.add_parser("run", help="execute the notebooks in order with papermill")
     p.add_argument("params")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these steps (e.g. 01)")

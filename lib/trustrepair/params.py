@@ -102,6 +102,30 @@ class TinyModelParams(_Section):
         return self
 
 
+class ModelShape(_Section):
+    """A real model's shape as its config.json states it, so that ``trustrepair plan`` can
+    size a run without loading the model."""
+
+    family: Literal["llama", "qwen2", "gpt_neox"]
+    """``model_type``: gated MLP (llama, qwen2 with q/k/v biases) or GPT-NeoX (biases)."""
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    intermediate: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int | None = Field(None, gt=0)
+    """Key/value heads of grouped-query attention; None = ``heads``."""
+    vocab: int = Field(gt=0)
+    tie_embeddings: bool = False
+    """Input and output embeddings share one matrix (``tie_word_embeddings``)."""
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelShape:
+        if self.hidden % self.heads or self.heads % (self.kv_heads or self.heads):
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden}) and be a "
+                             f"multiple of kv_heads ({self.kv_heads})")
+        return self
+
+
 class ModelParams(_Section):
     source: str | None = None
     """Hub id, local ``save_pretrained`` folder, ``.gguf`` file, or ``pypi:PKG==VER``
@@ -110,6 +134,9 @@ class ModelParams(_Section):
     """GGUF file name inside ``source`` (folder or wheel)."""
     tiny: TinyModelParams | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    shape: ModelShape | None = Field(None, exclude=True)
+    """Shape of a ``source`` model, for ``trustrepair plan``. Left out of dumps, so that
+    step keys and the converted base model's folder stay as they were."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelParams:
