@@ -30,7 +30,8 @@ from transformers import (
 from trustrepair.artifacts import atomic_dir
 from trustrepair.params import ModelParams, TinyModelParams
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""Params dtype names -> torch dtypes."""
 
 
 class ModelLoadError(RuntimeError):
@@ -44,7 +45,7 @@ def load_pretrained(
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype], **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype], **kwargs)
     except OSError as err:
         raise ModelLoadError(
             f"cannot load model {str(path)!r}: {err.__class__.__name__}: {str(err)[:300]}. "

@@ -18,11 +18,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from trustrepair.models import resolve_device
+from trustrepair.models import DTYPES, resolve_device
 from trustrepair.params import ModelParams, ModelShape, Params, ParamsError
 
-_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GIB = 2**30
 
 STATIC_HH = {"train": 96_000, "test": 5_000}
@@ -191,8 +189,8 @@ def probe(shape: ModelShape, batch: int, length: int, dtype: str = "float32",
     config = hf_config(shape, layers=1)
     config.vocab_size = 8  # the block is timed, not the embedding
     with device:
-        block = AutoModelForCausalLM.from_config(config, dtype=_DTYPES[dtype]).base_model
-        hidden = torch.randn(batch, length, shape.hidden, dtype=_DTYPES[dtype])
+        block = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype]).base_model
+        hidden = torch.randn(batch, length, shape.hidden, dtype=DTYPES[dtype])
 
     def train_pass(states: torch.Tensor) -> None:
         block(inputs_embeds=states).last_hidden_state.float().square().mean().backward()
@@ -265,7 +263,7 @@ def make_plan(params: Params, probe_result: Probe | None = None) -> Plan:
     per_block = block_parameters(shape)
     trainable = total if sft.train_blocks == "all" else trained * per_block
     data = data_sizes(params)
-    weight_bytes = _BYTES[params.model.dtype]
+    weight_bytes = DTYPES[params.model.dtype].itemsize
     activations = saved_activations(shape)
 
     def pass_seconds(tokens: int, grad_blocks: int) -> float | None:

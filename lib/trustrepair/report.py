@@ -41,12 +41,15 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str, float_format: s
     for col in shown.select_dtypes("floating").columns:
         shown[col] = shown[col].map(lambda v: float_format % v)
     shown = shown.astype(object).where(shown.notna(), "")  # a value that does not apply
-    header = "| " + " | ".join(shown.columns) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    rows = ["| " + " | ".join(map(str, r)) + " |" for r in shown.itertuples(index=False)]
-    write_text(paths[1], "\n".join([header, rule, *rows]) + "\n")
+    rows = [list(map(str, r)) for r in shown.itertuples(index=False)]
+    write_text(paths[1], "\n".join(_markdown(list(shown.columns), rows)) + "\n")
     write_text(paths[2], _booktabs(shown, caption))
     return paths
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def _booktabs(frame: pd.DataFrame, caption: str) -> str:
@@ -293,11 +296,6 @@ def build_repair_outputs(params: Params) -> list[Path]:
     paths += save_figure(plot_predicted_vs_actual(sweep), params.figures_dir(),
                          "predicted_vs_actual")
     return paths
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
