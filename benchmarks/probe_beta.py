@@ -12,14 +12,14 @@ tracked blocks). Needs steps 01-03 of the params file.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from trustrepair import prefix
 from trustrepair.attribution import post_sft_dir
+from trustrepair.data import at_most
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import perplexity, trust_logodds
 from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
+from trustrepair.selection import load_subsets
 
 
 def main() -> None:
@@ -33,13 +33,11 @@ def main() -> None:
 
     exp = Experiment.from_file(args.params)
     p = exp.params
-    summary = json.loads((exp.run_dir / "02_attribution" / "attribution.json").read_text())
-    preconditioner = Preconditioner.load(Path(summary["factors_dir"]), p.attribution.damping)
-    subsets = json.loads((exp.run_dir / "03_dpp" / "subsets.json").read_text())["subsets"]
+    preconditioner = Preconditioner.of_run(exp)
+    subsets = load_subsets(exp)
     model, tokenizer = exp.load_model(post_sft_dir(exp))
     cache = prefix.for_tracked_blocks(model, p.attribution.tracked_blocks)
-    triples = exp.trust_test()[args.aspect]
-    triples = triples.shuffle(seed=p.seed).select(range(min(args.n, len(triples))))
+    triples = at_most(exp.trust_test()[args.aspect], args.n, p.seed)
     dialogues = exp.hh["test"].select(range(min(args.n, len(exp.hh["test"]))))
     subset = exp.hh["train"].select(subsets[args.aspect][args.selector]["indices"])
     gradient = subset_gradient(model, tokenizer, subset, preconditioner.modules,

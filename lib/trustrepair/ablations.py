@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 from datasets import Dataset
 from tqdm.auto import tqdm
@@ -23,20 +22,17 @@ from transformers import PreTrainedModel
 from trustrepair import baselines, prefix
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
+from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
 from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
 from trustrepair.report import relative_change
+from trustrepair.selection import load_subsets
 from trustrepair.sft import sft_into
 
 STEP = "05_ablations"
 PBRF_SELECTORS = {"ours": "dpp", "topk": "topk", "random": "random"}
 """Method name in the tables -> selector of step 03 whose subset the PBRF step uses."""
-
-
-def _capped(data: Dataset, cap: int | None, seed: int) -> Dataset:
-    return data if cap is None or len(data) <= cap else \
-        data.shuffle(seed=seed).select(range(cap))
 
 
 class Ablations:
@@ -46,17 +42,15 @@ class Ablations:
         p = exp.params
         self.exp, self.p = exp, p
         self.dir = exp.step_dir(STEP)
-        summary = read_json(exp.run_dir / "02_attribution" / "attribution.json")
-        self.preconditioner = Preconditioner.load(Path(summary["factors_dir"]),
-                                                  p.attribution.damping)
-        self.subsets = read_json(exp.run_dir / "03_dpp" / "subsets.json")["subsets"]
+        self.preconditioner = Preconditioner.of_run(exp)
+        self.subsets = load_subsets(exp)
         self.model, self.tokenizer = exp.load_model(post_sft_dir(exp))
         self.preconditioner.check_model(self.model)
         # Every variant but the retrained one changes only the tracked blocks.
         self.prefix = prefix.for_tracked_blocks(self.model, p.attribution.tracked_blocks)
-        self.tests = {a: _capped(t, p.ablations.eval_triples, p.seed)
+        self.tests = {a: at_most(t, p.ablations.eval_triples, p.seed)
                       for a, t in exp.trust_test().items()}
-        self.hh_test = _capped(exp.hh["test"], p.ablations.ppl_dialogues, p.seed)
+        self.hh_test = at_most(exp.hh["test"], p.ablations.ppl_dialogues, p.seed)
         self._gradients: dict[tuple[str, str], dict] = {}
 
     def evaluated(self, name: str, aspects: list[str],
@@ -100,7 +94,7 @@ class Ablations:
             return baselines.gradient_ascent_kl(
                 self.model, self.tokenizer, subset, self.retained(aspect), modules,
                 kl_weight=a.kl_weight, batch_size=None, **common)
-        pairs = _capped(self.exp.trust[aspect]["train"], a.dpo_pairs, p.seed)
+        pairs = at_most(self.exp.trust[aspect]["train"], a.dpo_pairs, p.seed)
         pairs = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["proponent"],
                                    "rejected": pairs["opponent"]})
         return baselines.dpo(self.model, self.tokenizer, pairs, modules, beta=a.dpo_beta,
@@ -110,7 +104,7 @@ class Ablations:
         """SFT samples outside the aspect's subset, for the KL term of GA+KL."""
         excluded = set(self.subsets[aspect]["dpp"]["indices"])
         keep = [i for i in range(len(self.exp.hh["train"])) if i not in excluded]
-        return _capped(self.exp.hh["train"].select(keep), self.p.ablations.retain_samples,
+        return at_most(self.exp.hh["train"].select(keep), self.p.ablations.retain_samples,
                        self.p.seed)
 
     def retrain(self) -> PreTrainedModel:

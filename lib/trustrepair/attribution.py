@@ -37,10 +37,8 @@ from trustrepair.artifacts import atomic_path, write_text
 from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
 from trustrepair.metrics import IGNORE, collate, encode, encode_dialogues, response_logprobs
-from trustrepair.models import tracked_linear_modules
+from trustrepair.models import DTYPES, tracked_linear_modules
 from trustrepair.params import AttributionParams
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class SFTTrustTask(Task):
@@ -181,7 +179,7 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     sorted_train = EncodedDataset([train_items[i] for i in by_length])
     factor_args = FactorArguments(
         strategy=params.strategy, use_empirical_fisher=not params.true_fisher,
-        amp_dtype=_DTYPES[params.dtype] if params.dtype != "float32" else None,
+        amp_dtype=DTYPES[params.dtype] if params.dtype != "float32" else None,
         has_shared_parameters=False)
     start = time.perf_counter()
     analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
@@ -200,7 +198,7 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         check_finite(per_module, f"EK-FAC {kind}")
     score_args = ScoreArguments(
         damping_factor=params.damping, aggregate_query_gradients=True,
-        amp_dtype=_DTYPES[params.dtype] if params.dtype != "float32" else None)
+        amp_dtype=DTYPES[params.dtype] if params.dtype != "float32" else None)
     scores = {}
     for aspect, triples in tqdm(trust_train.items(), desc="aspects"):
         analyzer.compute_pairwise_scores(

@@ -111,9 +111,7 @@ class Experiment:
             triples = data.load_trust(aspect, p.source or self.data_source, seed=self.params.seed)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
                                       seed=self.params.seed)
-            if p.max_test is not None and len(splits["test"]) > p.max_test:
-                splits["test"] = splits["test"].shuffle(seed=self.params.seed) \
-                    .select(range(p.max_test))
+            splits["test"] = data.at_most(splits["test"], p.max_test, self.params.seed)
             out[aspect] = splits
         return out
 

@@ -33,10 +33,12 @@ from trustrepair.attribution import (
     post_sft_dir,
     tracked_weights_hash,
 )
+from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import IGNORE, collate, encode_dialogues, trust_logodds
 from trustrepair.models import save_pretrained
+from trustrepair.selection import load_subsets
 
 FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
                 "num_lambda_processed")
@@ -50,6 +52,16 @@ class Preconditioner:
     storage: dict[str, dict[str, torch.Tensor]]
     strategy: str
     model_hash: str
+    fit_seconds: float | None = None
+    """Wall time of the factor fit in step 02, where it was recorded."""
+
+    @classmethod
+    def of_run(cls, exp: Experiment) -> Preconditioner:
+        """The factors step 02 fitted for this run, with the run's damping."""
+        summary = exp.run_dir / "02_attribution" / "attribution.json"
+        if not summary.exists():
+            raise FileNotFoundError(f"no {summary}: run step 02 first")
+        return cls.load(Path(read_json(summary)["factors_dir"]), exp.params.attribution.damping)
 
     @classmethod
     def load(cls, factors_dir: Path, damping: float | None) -> Preconditioner:
@@ -67,7 +79,8 @@ class Preconditioner:
         for module in meta["modules"]:
             storage[module] = {name: per_module[module] for name, per_module in loaded.items()}
             config.prepare(storage[module], args, torch.device("cpu"))
-        return cls(meta["modules"], storage, meta["strategy"], meta["model_hash"])
+        return cls(meta["modules"], storage, meta["strategy"], meta["model_hash"],
+                   meta.get("fit_seconds"))
 
     def apply(self, module: str, gradient: torch.Tensor) -> torch.Tensor:
         """(G + λI)⁻¹ g for one module's gradient matrix [dW | db]."""
@@ -170,9 +183,8 @@ def run_repair(exp: Experiment) -> dict:
     step = exp.step_dir("04_repair")
 
     def compute() -> dict:
-        summary = read_json(exp.run_dir / "02_attribution" / "attribution.json")
-        preconditioner = Preconditioner.load(Path(summary["factors_dir"]), p.attribution.damping)
-        subsets = read_json(exp.run_dir / "03_dpp" / "subsets.json")["subsets"]
+        preconditioner = Preconditioner.of_run(exp)
+        subsets = load_subsets(exp)
         harm = load_scores(exp)
         model, tokenizer = exp.load_model(post_sft_dir(exp))
         # Repaired models differ only in the tracked blocks: evaluate them from cached states.
@@ -195,9 +207,7 @@ def run_repair(exp: Experiment) -> dict:
             if target == COMMON:
                 continue
             # Eq. 6 predicts F_j on the triples the scores were computed on: the train split.
-            queries = exp.trust[target]["train"]
-            if p.repair.sweep_triples and len(queries) > p.repair.sweep_triples:
-                queries = queries.shuffle(seed=p.seed).select(range(p.repair.sweep_triples))
+            queries = at_most(exp.trust[target]["train"], p.repair.sweep_triples, p.seed)
             def logodds(m: PreTrainedModel, queries: Dataset = queries) -> float:
                 return trust_logodds(prefix.through(cache, m), tokenizer, queries,
                                      batch_size=p.eval.batch_size, max_length=p.eval.max_length,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from trustrepair import dpp
+from trustrepair.artifacts import read_json
 from trustrepair.attribution import load_features, load_scores
 from trustrepair.experiment import Experiment
 
@@ -35,6 +36,14 @@ def run_selection(exp: Experiment) -> dict:
         return {"k": p.k, "eta": p.eta, "subsets": subsets}
 
     return exp.cached("03_dpp", path, compute)
+
+
+def load_subsets(exp: Experiment) -> dict:
+    """target -> selector -> picks, as step 03 saved them."""
+    path = exp.run_dir / "03_dpp" / "subsets.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}: run step 03 first")
+    return read_json(path)["subsets"]
 
 
 def summarize(exp: Experiment, subsets: dict) -> pd.DataFrame:

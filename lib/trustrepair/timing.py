@@ -8,17 +8,15 @@ the one-off factor fit of step 02 is reported on its own row.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair.artifacts import read_json
-from trustrepair.attribution import FACTOR_METADATA, post_sft_dir
+from trustrepair.attribution import post_sft_dir
 from trustrepair.experiment import Experiment
 from trustrepair.repair import Preconditioner, repair
 
@@ -50,9 +48,7 @@ def run_timing(exp: Experiment) -> dict:
         if not retrain_path.exists():
             raise FileNotFoundError(f"no retraining time at {retrain_path}: run step 05 with "
                                     f"ablations.retrain: true first")
-        factors_dir = Path(read_json(exp.run_dir / "02_attribution" /
-                                     "attribution.json")["factors_dir"])
-        preconditioner = Preconditioner.load(factors_dir, p.attribution.damping)
+        preconditioner = Preconditioner.of_run(exp)
         model, tokenizer = exp.load_model(post_sft_dir(exp))
         n_train = len(exp.hh["train"])
         rows = []
@@ -66,10 +62,9 @@ def run_timing(exp: Experiment) -> dict:
         retrain = read_json(retrain_path)
         rows.append({"what": "retrain_without_S", "subset_size": n_train - retrain[
             "train_samples"], "requested_size": None, "seconds": retrain["train_runtime"]})
-        fit = json.loads((factors_dir / FACTOR_METADATA).read_text()).get("fit_seconds")
-        if fit is not None:
+        if preconditioner.fit_seconds is not None:
             rows.append({"what": "factor_fit", "subset_size": None, "requested_size": None,
-                         "seconds": fit})
+                         "seconds": preconditioner.fit_seconds})
         return {"rows": rows, "n_train": n_train, "repeats": p.timing.repeats,
                 "device": str(exp.device), "threads": torch.get_num_threads()}
 

@@ -2,7 +2,7 @@
 
 from trustrepair.data.fixtures import write_fixture_data
 from trustrepair.data.hh import load_hh, split_transcript
-from trustrepair.data.sources import DataNotFoundError, load_hub, resolve_source
+from trustrepair.data.sources import DataNotFoundError, at_most, load_hub, resolve_source
 from trustrepair.data.stereotypes import COUNTERPARTS
 from trustrepair.data.trust import (
     ASPECTS,
@@ -17,6 +17,7 @@ __all__ = [
     "ASPECTS",
     "COUNTERPARTS",
     "DataNotFoundError",
+    "at_most",
     "load_hh",
     "load_hub",
     "load_machine_ethics",

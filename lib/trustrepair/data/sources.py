@@ -63,3 +63,11 @@ def load_hub(
             f"could not load {hub_id!r} from the hub ({type(err).__name__}): set {DATA_DIR_ENV} "
             f"to a folder holding {filename} (see 'Data' in the README) to work offline."
         ) from err
+
+
+def at_most(data: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    """A seeded random ``n`` rows of ``data``, or all of it when ``n`` is None or not smaller:
+    how every sample cap (test triples, sweep triples, ablation sets) is applied."""
+    if n is None or len(data) <= n:
+        return data
+    return data.shuffle(seed=seed).select(range(n))
