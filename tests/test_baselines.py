@@ -8,7 +8,8 @@ from datasets import Dataset
 
 from trustrepair import baselines
 from trustrepair.metrics import IGNORE, collate, encode_dialogues, sequence_logprobs
-from trustrepair.models import tracked_linear_modules
+from trustrepair.models import decoder_blocks, tracked_linear_modules
+from trustrepair.prefix import PrefixCache
 from trustrepair.repair import subset_gradient
 
 SUBSET = Dataset.from_dict({
@@ -166,3 +167,23 @@ def test_bad_inputs_fail_before_compute(method, overrides, match, tiny_lm, token
     monkeypatch.setattr(baselines, "encode_dialogues", computed)
     with pytest.raises(ValueError, match=match):
         _run(method, tiny_lm, tokenizer, tmp_path, **overrides)
+
+
+@pytest.mark.parametrize("method", ["ga", "sga", "ga_kl"])
+def test_training_through_the_prefix_cache_gives_the_same_model(method, tiny_lm, tokenizer,
+                                                                tmp_path) -> None:
+    cache = PrefixCache(tiny_lm, len(decoder_blocks(tiny_lm)) - 1)
+    plain = _state(_run(method, tiny_lm, tokenizer, tmp_path))
+    cached = _state(_run(method, tiny_lm, tokenizer, tmp_path, cache=cache))
+    assert cache.misses > 0
+    moved = [n for n in plain if not torch.equal(plain[n], tiny_lm.state_dict()[n])]
+    assert moved
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_cache_above_a_trained_block_is_refused(tiny_lm, tokenizer, tmp_path) -> None:
+    cache = PrefixCache(tiny_lm, len(decoder_blocks(tiny_lm)) - 1)
+    with pytest.raises(ValueError, match="prefix cache ends at block"):
+        _run("ga", tiny_lm, tokenizer, tmp_path, cache=cache,
+             modules=tracked_linear_modules(tiny_lm, 2))

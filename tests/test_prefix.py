@@ -9,7 +9,8 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from trustrepair.metrics import collate, encode, perplexity, trust_logodds
+from trustrepair import models
+from trustrepair.metrics import collate, encode, perplexity, response_logits, trust_logodds
 from trustrepair.models import decoder_blocks
 from trustrepair.prefix import PrefixCache
 
@@ -121,3 +122,21 @@ def test_left_padding_and_other_architectures_are_refused(tiny_lm) -> None:
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50))
     with pytest.raises(ValueError, match="model types"):
         PrefixCache(gpt2, 1)
+
+
+@pytest.mark.parametrize("split", ["family", "cached", "whole forward"])
+def test_response_logits_are_the_full_logits_at_response_positions(tiny_lm, tokenizer, split,
+                                                                    monkeypatch) -> None:
+    """The LM head runs on response positions only, and gives the logits it gave there."""
+    batch = collate(_encoded(tokenizer) + [encode(tokenizer, "the", " cat sat on the mat", 64)],
+                    tokenizer.pad_token_id)
+    model = PrefixCache(tiny_lm, 1).wrap(tiny_lm) if split == "cached" else tiny_lm
+    if split == "whole forward":  # a family outside PLAIN_LM_HEAD
+        monkeypatch.setattr(models, "PLAIN_LM_HEAD", frozenset())
+    with torch.no_grad():
+        got, labels, mask = response_logits(model, batch)
+    want = _logits(tiny_lm, batch)[:, :-1][mask]
+    assert mask.sum() == (batch["labels"][:, 1:] >= 0).sum() < mask.numel() // 2
+    assert got.shape == want.shape
+    assert _rel(got, want) <= REL
+    assert torch.equal(labels, batch["labels"][:, 1:][mask])

@@ -86,6 +86,8 @@ class Ablations:
         common = {"lr": a.lr, "steps": a.steps, "max_length": p.sft.max_length, "seed": p.seed}
         modules = self.preconditioner.modules
         subset = self.subset(aspect, "dpp")
+        if method in ("ga", "sga", "ga_kl"):  # these train the tracked blocks only
+            common["cache"] = self.prefix
         if method in ("ga", "sga"):
             return baselines.gradient_ascent(
                 self.model, self.tokenizer, subset, modules,

@@ -36,7 +36,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trustrepair.artifacts import atomic_path, write_text
 from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
-from trustrepair.metrics import IGNORE, collate, encode, encode_dialogues, response_logprobs
+from trustrepair.metrics import (
+    collate,
+    encode,
+    encode_dialogues,
+    response_logits,
+    response_logprobs,
+)
 from trustrepair.models import DTYPES, tracked_linear_modules
 from trustrepair.params import AttributionParams
 
@@ -55,16 +61,12 @@ class SFTTrustTask(Task):
 
     def compute_train_loss(self, batch: dict, model: torch.nn.Module,
                            sample: bool = False) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-        labels = batch["labels"][:, 1:]
+        logits, labels, _ = response_logits(model, batch)
+        logits = logits.float()
         if sample:  # labels drawn from the model: the true Fisher, as in the paper
             with torch.no_grad():
-                drawn = torch.multinomial(torch.softmax(logits.reshape(-1, logits.size(-1)), -1),
-                                          num_samples=1).view_as(labels)
-            labels = torch.where(labels == IGNORE, labels, drawn)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")
+                labels = torch.multinomial(torch.softmax(logits, -1), num_samples=1).squeeze(-1)
+        return F.cross_entropy(logits, labels, reduction="sum")
 
     def compute_measurement(self, batch: dict, model: torch.nn.Module) -> torch.Tensor:
         logprobs, _ = response_logprobs(model, batch, normalized=self.normalized)

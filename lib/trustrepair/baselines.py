@@ -20,7 +20,9 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from trustrepair.metrics import IGNORE, collate, encode_dialogues
+from trustrepair.metrics import collate, encode_dialogues, response_logits
+from trustrepair.models import decoder_blocks
+from trustrepair.prefix import PrefixCache, through
 from trustrepair.repair import response_loss
 
 MICRO_BATCH = 8
@@ -29,29 +31,33 @@ MICRO_BATCH = 8
 
 def gradient_ascent(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     subset: Dataset, modules: list[str], *, lr: float, steps: int,
-                    batch_size: int | None = None, max_length: int,
-                    seed: int = 0) -> PreTrainedModel:
+                    batch_size: int | None = None, max_length: int, seed: int = 0,
+                    cache: PrefixCache | None = None) -> PreTrainedModel:
     """A copy of ``model`` after ``steps`` SGD steps ascending the loss of ``subset``.
 
     Full batch ("GA") when ``batch_size`` is None or >= |S|, otherwise minibatches drawn
-    with a generator seeded by ``seed`` ("SGA"). The input model is left untouched.
+    with a generator seeded by ``seed`` ("SGA"). The input model is left untouched. With
+    a ``cache`` of ``model`` below the trained blocks, the frozen lower blocks run once
+    per sequence instead of once per step.
     """
     _check_steps(model, modules, lr, steps, batch_size)
     _check_data(subset, "subset", ("prompt", "response"))
     return _ascend(model, tokenizer, subset, None, modules, lr=lr, steps=steps, kl_weight=0.0,
-                   batch_size=batch_size, max_length=max_length, seed=seed)
+                   batch_size=batch_size, max_length=max_length, seed=seed, cache=cache)
 
 
 def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                        subset: Dataset, retain: Dataset, modules: list[str], *, lr: float,
                        steps: int, kl_weight: float, batch_size: int | None = None,
-                       max_length: int, seed: int = 0) -> PreTrainedModel:
+                       max_length: int, seed: int = 0,
+                       cache: PrefixCache | None = None) -> PreTrainedModel:
     """GA on ``subset`` while minimising ``kl_weight`` · KL(post-SFT ‖ current) on ``retain``.
 
     The KL is taken between next-token distributions at the response tokens of the
     retained dialogues, summed over a dialogue's tokens and averaged over dialogues
     (the scale of the subset loss). The input model, never modified, is the post-SFT
-    reference, so no second copy is held. ``kl_weight=0`` is exactly GA.
+    reference, so no second copy is held. ``kl_weight=0`` is exactly GA. ``cache`` as
+    in :func:`gradient_ascent`.
     """
     _check_steps(model, modules, lr, steps, batch_size)
     if not kl_weight >= 0:
@@ -59,7 +65,8 @@ def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     _check_data(subset, "subset", ("prompt", "response"))
     _check_data(retain, "retain", ("prompt", "response"))
     return _ascend(model, tokenizer, subset, retain, modules, lr=lr, steps=steps,
-                   kl_weight=kl_weight, batch_size=batch_size, max_length=max_length, seed=seed)
+                   kl_weight=kl_weight, batch_size=batch_size, max_length=max_length, seed=seed,
+                   cache=cache)
 
 
 def dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Dataset,
@@ -118,6 +125,19 @@ def _check_data(data: Dataset, name: str, columns: tuple[str, ...]) -> None:
         raise ValueError(f"{name} lacks the columns {missing}: it needs {list(columns)}")
 
 
+def _check_cache_below(model: nn.Module, modules: list[str], cache: PrefixCache | None) -> None:
+    """Refuse a cache that holds states of a block the baseline trains."""
+    if cache is None:
+        return
+    lower = {id(m) for block in decoder_blocks(model)[:cache.first_block] for m in block.modules()}
+    named = dict(model.named_modules())
+    inside = [m for m in modules if id(named[m]) in lower]
+    if inside:
+        raise ValueError(f"the prefix cache ends at block {cache.first_block} but {inside[0]} "
+                         f"lies below it and would not train: build the cache below the "
+                         f"first trained block")
+
+
 def _trainable_copy(model: PreTrainedModel, modules: list[str]) -> PreTrainedModel:
     """A copy in eval mode (no dropout) where only the weights and biases of ``modules`` train."""
     trained = copy.deepcopy(model).eval().requires_grad_(False)
@@ -152,25 +172,25 @@ def _micro_batches(encoded: list[dict[str, list[int]]], rows: list[int], pad_tok
         yield {k: v.to(device) for k, v in batch.items()}
 
 
-def _retain_kl(current: PreTrainedModel, reference: PreTrainedModel,
+def _retain_kl(current: nn.Module, reference: nn.Module,
                batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over the batch's response tokens of KL(reference ‖ current) of the next token."""
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    log_q = torch.log_softmax(current(**inputs).logits[:, :-1].float(), -1)
+    log_q = torch.log_softmax(response_logits(current, batch)[0].float(), -1)
     with torch.no_grad():
-        log_p = torch.log_softmax(reference(**inputs).logits[:, :-1].float(), -1)
-    kl = nn.functional.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
-    return (kl * (batch["labels"][:, 1:] != IGNORE)).sum()
+        log_p = torch.log_softmax(response_logits(reference, batch)[0].float(), -1)
+    return nn.functional.kl_div(log_q, log_p, log_target=True, reduction="sum")
 
 
 def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: Dataset,
             retain: Dataset | None, modules: list[str], *, lr: float, steps: int,
-            kl_weight: float, batch_size: int | None, max_length: int,
-            seed: int) -> PreTrainedModel:
+            kl_weight: float, batch_size: int | None, max_length: int, seed: int,
+            cache: PrefixCache | None) -> PreTrainedModel:
     """SGD on -mean_S L(z) + kl_weight · mean_retain KL, gradients summed over micro-batches."""
+    _check_cache_below(model, modules, cache)
     forget = encode_dialogues(tokenizer, subset, max_length)
     kept = encode_dialogues(tokenizer, retain, max_length) if kl_weight > 0 else []
     trained = _trainable_copy(model, modules)
+    current, reference = through(cache, trained), through(cache, model)
     optimizer = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=lr)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -180,11 +200,11 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
     for rows in _batches(len(forget), batch_size, steps, generator):
         optimizer.zero_grad()
         for batch in _micro_batches(forget, rows, tokenizer.pad_token_id, device):
-            (-response_loss(trained, batch) / len(rows)).backward()
+            (-response_loss(current, batch) / len(rows)).backward()
         if retain_draws is not None:
             retained = next(retain_draws)
             for batch in _micro_batches(kept, retained, tokenizer.pad_token_id, device):
-                (kl_weight * _retain_kl(trained, model, batch) / len(retained)).backward()
+                (kl_weight * _retain_kl(current, reference, batch) / len(retained)).backward()
         optimizer.step()
     model.train(was_training)
     return _like_input(trained, model)

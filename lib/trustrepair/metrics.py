@@ -16,6 +16,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from trustrepair.models import split_lm_head
+
 IGNORE = -100
 
 
@@ -59,20 +61,35 @@ def collate(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def response_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token logits at the response tokens only, with their labels: [n, V], [n].
+
+    Also returns ``mask`` [B, L-1], True where a logit predicts a response token. The LM
+    head runs on those positions alone (:func:`trustrepair.models.split_lm_head`):
+    responses are a quarter to a third of the tokens scored here, and a small model's
+    head (SmolLM2: 49k x 576) costs as much as several decoder blocks.
+    """
+    body, head = split_lm_head(model)
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE
+    return head(hidden[:, :-1][mask]), labels[mask], mask
+
+
 def response_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor],
                       normalized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence log P(response | prompt) and the number of response tokens.
 
     Differentiable; with ``normalized`` the log-prob is the mean over response tokens.
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
-    mask = labels != IGNORE
-    logits = logits[:, :-1]
+    logits, labels, mask = response_logits(model, batch)
     logprobs = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
-    token_lp = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    token_lp = logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    # Back to [B, L-1] and summed per row: deterministic, unlike an index_add on CUDA.
+    total = torch.zeros(mask.shape, dtype=token_lp.dtype,
+                        device=token_lp.device).masked_scatter(mask, token_lp).sum(-1)
     n_tokens = mask.sum(-1)
-    total = token_lp.sum(-1)
     return (total / n_tokens if normalized else total), n_tokens
 
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,6 +33,11 @@ from trustrepair.params import ModelParams, TinyModelParams
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Params dtype names -> torch dtypes."""
+
+
+PLAIN_LM_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt_neox"})
+"""Families whose logits are ``lm_head(base_model(...).last_hidden_state)`` exactly: no
+logit scaling or soft-capping after the head."""
 
 
 class ModelLoadError(RuntimeError):
@@ -173,6 +179,25 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     if not candidates:
         raise ValueError(f"no decoder block stack found in {type(model).__name__}")
     return max(candidates, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+def split_lm_head(model: nn.Module) -> tuple[Callable[..., torch.Tensor],
+                                             Callable[[torch.Tensor], torch.Tensor]]:
+    """``(body, head)`` with ``head(body(**inputs))`` equal to ``model(**inputs).logits``.
+
+    Lets a caller run the LM head on the positions it scores only. A model that knows
+    its own split (the prefix-cache head) provides ``split_lm_head()``; a family outside
+    :data:`PLAIN_LM_HEAD` (or a wrapper without a config, such as DDP) gets the whole
+    forward as its body and an identity head.
+    """
+    own = getattr(model, "split_lm_head", None)
+    if own is not None:
+        return own()
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if isinstance(model, PreTrainedModel) and model_type in PLAIN_LM_HEAD:
+        return (lambda **inputs: model.base_model(**inputs).last_hidden_state,
+                model.get_output_embeddings())
+    return (lambda **inputs: model(**inputs).logits), nn.Identity()
 
 
 def block_names(model: nn.Module, last_n: int) -> list[str]:

@@ -4,14 +4,16 @@ A repair changes only the last decoder blocks, so every variant (β sweep, basel
 computes the same hidden states up to the first changed block. :class:`PrefixCache`
 keeps those states per token sequence, and :meth:`PrefixCache.wrap` returns a module
 that the :mod:`trustrepair.metrics` code scores like the model itself while running only
-the blocks from ``first_block`` on. Evaluation only: the cached states are constants, so
-no gradient reaches the embedding or the lower blocks. Batches must be right-padded, as
-:func:`trustrepair.metrics.collate` pads them.
+the blocks from ``first_block`` on. The cached states are constants: gradients reach the
+upper blocks (the baselines train through the cache) but never the embedding or the lower
+blocks, so only a model whose lower blocks do not train may read from it. Batches must
+be right-padded, as :func:`trustrepair.metrics.collate` pads them.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -135,6 +137,16 @@ class _CachedPrefixLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> CausalLMOutputWithPast:
+        hidden = self.last_hidden_state(input_ids, attention_mask)
+        return CausalLMOutputWithPast(logits=self.model.get_output_embeddings()(hidden))
+
+    def split_lm_head(self) -> tuple[Callable[..., torch.Tensor], nn.Module]:
+        """(body, head) as :func:`trustrepair.models.split_lm_head` splits a whole model."""
+        return self.last_hidden_state, self.model.get_output_embeddings()
+
+    def last_hidden_state(self, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm output: the upper blocks run on the cached states of the lower ones."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         lengths = attention_mask.sum(1)
@@ -152,5 +164,4 @@ class _CachedPrefixLM(nn.Module):
             hidden[row, :len(key)] = self.cache.states[key]
         blocks = decoder_blocks(self.model)[self.cache.first_block:]
         hidden = _run_blocks(self.model, hidden, attention_mask, blocks)
-        norm = getattr(self.model.base_model, _FINAL_NORM[self.cache.model_type])
-        return CausalLMOutputWithPast(logits=self.model.get_output_embeddings()(norm(hidden)))
+        return getattr(self.model.base_model, _FINAL_NORM[self.cache.model_type])(hidden)

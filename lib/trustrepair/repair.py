@@ -36,7 +36,7 @@ from trustrepair.attribution import (
 from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
-from trustrepair.metrics import IGNORE, collate, encode_dialogues, trust_logodds
+from trustrepair.metrics import collate, encode_dialogues, response_logits, trust_logodds
 from trustrepair.models import save_pretrained
 from trustrepair.selection import load_subsets
 
@@ -101,11 +101,8 @@ class Preconditioner:
 
 def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over a collated batch of L(z), the summed response cross-entropy of each z."""
-    logits = model(input_ids=batch["input_ids"],
-                   attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                       batch["labels"][:, 1:].reshape(-1),
-                                       ignore_index=IGNORE, reduction="sum")
+    logits, labels, _ = response_logits(model, batch)
+    return nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
 
 
 def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
