@@ -52,6 +52,12 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def is_main_process() -> bool:
+    """False in every process but the first of a torchrun / accelerate launch, which
+    alone writes shared artifacts."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def write_text(path: Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

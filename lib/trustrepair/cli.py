@@ -1,4 +1,4 @@
-"""``trustrepair validate | plan | run | figures`` — the commands the Makefile calls."""
+"""``trustrepair validate | plan | run | sft | figures`` — the commands the Makefile calls."""
 
 from __future__ import annotations
 
@@ -49,6 +49,26 @@ def _run(args: argparse.Namespace) -> None:
     runner.run(params, Path(args.notebooks), only=args.only, force=args.force)
 
 
+def _sft(args: argparse.Namespace) -> None:
+    import torch
+    from accelerate import PartialState
+
+    from trustrepair.experiment import Experiment
+    from trustrepair.sft import run_sft
+
+    exp = Experiment(load_params(args.params))
+    # Joins the process group of torchrun / accelerate launch (gloo on CPUs, NCCL on
+    # GPUs); the Trainer reuses it. The base model is materialised once, by process 0.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():
+        exp.check_data()
+        exp.base_model_dir  # noqa: B018 (built on first access)
+    model_dir, metrics = run_sft(exp)
+    if state.is_main_process:
+        print(f"post-SFT model: {model_dir} ({state.num_processes} processes, "
+              f"{metrics['train_runtime']:.0f} s)")
+
+
 def _figures(args: argparse.Namespace) -> None:
     from trustrepair import report
 
@@ -76,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun steps that are up to date")
     p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
+    p = sub.add_parser("sft", help="step 01's fine-tuning alone; runs under torchrun or "
+                                   "accelerate launch on several processes")
+    p.add_argument("params")
+    p.set_defaults(func=_sft)
     p = sub.add_parser("figures", help="rebuild tables and figures from saved results")
     p.add_argument("params")
     p.set_defaults(func=_figures)

@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from trustrepair import data
-from trustrepair.artifacts import read_json, write_json
+from trustrepair.artifacts import is_main_process, read_json, write_json
 from trustrepair.models import load_pretrained, prepare_base_model, resolve_device
 from trustrepair.params import Params, load_params
 from trustrepair.pipeline import fingerprint, sections_through
@@ -64,7 +64,8 @@ class Experiment:
         """Load a JSON result of ``step`` written under the same settings, or compute it.
 
         Lets an interrupted step resume without trusting results of other settings;
-        ``recompute`` (``run --force``) ignores saved results.
+        ``recompute`` (``run --force``) ignores saved results. Of several processes
+        (torchrun), only the main one writes.
         """
         path = Path(path)
         key = self.fingerprint(step)
@@ -73,7 +74,8 @@ class Experiment:
             if saved.get("fingerprint") == key:
                 return saved
         result = {**compute(), "fingerprint": key}
-        write_json(path, result)
+        if is_main_process():
+            write_json(path, result)
         return result
 
     def step_dir(self, step: str) -> Path:

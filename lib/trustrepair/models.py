@@ -232,9 +232,12 @@ def train_only_last_blocks(model: nn.Module, last_n: int | str) -> int:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The params' device; on GPUs, the one of this process under torchrun (LOCAL_RANK)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was requested but no CUDA device is visible; "
                            "use device: auto or cpu")
+    if device == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(device)

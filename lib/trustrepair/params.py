@@ -174,8 +174,13 @@ class SFTParams(_Section):
     learning_rate: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(4, gt=0)
+    """Per process: under torchrun / accelerate launch the global batch is
+    batch_size x processes x grad_accum."""
     grad_accum: int = Field(1, gt=0)
     max_length: int = Field(256, gt=8)
+    group_by_length: bool = True
+    """Batch dialogues of similar length (less padding). Off, batches follow the data
+    order, so N processes see the same global batches as one process does."""
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     train_blocks: int | Literal["all"] = "all"

@@ -42,7 +42,7 @@ def training_arguments(params: SFTParams, output_dir: Path, *, seed: int,
         gradient_accumulation_steps=params.grad_accum,
         warmup_steps=params.warmup_ratio,  # a float in [0, 1) is a share of all steps
         lr_scheduler_type=params.lr_scheduler,
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if params.group_by_length else "sequential",
         logging_steps=10,
         save_strategy="steps",
         save_steps=params.save_steps,
@@ -62,7 +62,8 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
     """Fine-tune ``model`` in place on ``train`` and save it to ``out_dir/model``.
 
     Resumes from the last checkpoint in ``checkpoint_dir`` if one exists (give each
-    setting its own folder). Returns the training metrics.
+    setting its own folder). Returns the training metrics. Under torchrun or
+    ``accelerate launch`` every process trains (DDP) and the main one saves.
     """
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
     n_trainable = train_only_last_blocks(model, params.train_blocks)
@@ -78,11 +79,14 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
         print(f"resuming SFT from {checkpoint}", flush=True)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     model.eval()
-    metrics = {**result.metrics, "trainable_parameters": n_trainable,
+    metrics = {**result.metrics, "steps": result.global_step,
+               "trainable_parameters": n_trainable,
                "train_samples": len(train), "train_tokens": int(sum(encoded["length"])),
                "loss_curve": [{"step": h["step"], "loss": h["loss"]}
                               for h in trainer.state.log_history if "loss" in h]}
-    save_pretrained(model, tokenizer, out_dir / "model")
+    if trainer.is_world_process_zero():
+        save_pretrained(model, tokenizer, out_dir / "model")
+    trainer.accelerator.wait_for_everyone()  # no process reads the model before it is whole
     return metrics
 
 
