@@ -36,7 +36,7 @@ def main() -> None:
     preconditioner = Preconditioner.of_run(exp)
     subsets = load_subsets(exp)
     model, tokenizer = exp.load_model(post_sft_dir(exp))
-    cache = prefix.for_tracked_blocks(model, p.attribution.tracked_blocks)
+    cache = exp.prefix_cache(model)
     triples = at_most(exp.trust_test()[args.aspect], args.n, p.seed)
     dialogues = exp.hh["test"].select(range(min(args.n, len(exp.hh["test"]))))
     subset = exp.hh["train"].select(subsets[args.aspect][args.selector]["indices"])

@@ -11,8 +11,9 @@ from datasets import Dataset
 from trustrepair.attribution import check_finite, detrimental, fit_and_score
 from trustrepair.data import load_hh, load_trust, split_trust
 from trustrepair.metrics import collate, encode, trust_logodds
-from trustrepair.models import tracked_linear_modules
+from trustrepair.models import decoder_blocks, tracked_linear_modules
 from trustrepair.params import AttributionParams
+from trustrepair.prefix import PrefixCache
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,32 @@ def test_ekfac_scores_are_finite_and_one_per_sample(tiny_lm, tokenizer, small_da
     for scores in influence.scores.values():
         assert scores.shape == (len(train),) and torch.isfinite(scores).all()
     assert not torch.allclose(influence.scores["truthfulness"], influence.scores["other"])
+
+
+def test_scores_through_the_prefix_cache_match_the_whole_model(tiny_lm, tokenizer, small_data,
+                                                               tmp_path) -> None:
+    """Factors and scores from the tracked blocks alone, fed cached states, are the same."""
+    train, triples = small_data
+    model = copy.deepcopy(tiny_lm).double()  # float64: the comparison is not at rounding level
+    params = AttributionParams(train_batch_size=8, query_batch_size=8, tracked_blocks=1)
+    cache = PrefixCache(model, len(decoder_blocks(model)) - 1)
+    scores = {}
+    for name, with_cache in (("whole", None), ("cached", cache)):
+        torch.manual_seed(0)  # the true Fisher samples labels
+        scores[name] = fit_and_score(
+            copy.deepcopy(model), tokenizer, train, {"truthfulness": triples}, params,
+            out_dir=tmp_path, name=name, sft_max_length=64, eval_max_length=64, normalized=True,
+            cache=with_cache).scores["truthfulness"]
+    assert cache.misses == len(cache.states) > len(train)  # SFT and query sequences
+    torch.testing.assert_close(scores["cached"], scores["whole"], rtol=1e-6, atol=1e-9)
+    assert torch.equal(scores["cached"].argsort()[-5:], scores["whole"].argsort()[-5:])
+
+
+def test_a_cache_above_the_tracked_blocks_is_refused(tiny_lm, tokenizer, small_data,
+                                                     tmp_path) -> None:
+    train, triples = small_data
+    cache = PrefixCache(tiny_lm, len(decoder_blocks(tiny_lm)) - 1)
+    with pytest.raises(ValueError, match="prefix cache ends at block"):
+        fit_and_score(copy.deepcopy(tiny_lm), tokenizer, train, {"truthfulness": triples},
+                      AttributionParams(tracked_blocks=2), out_dir=tmp_path, name="x",
+                      sft_max_length=64, eval_max_length=64, normalized=True, cache=cache)

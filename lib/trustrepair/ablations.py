@@ -47,7 +47,7 @@ class Ablations:
         self.model, self.tokenizer = exp.load_model(post_sft_dir(exp))
         self.preconditioner.check_model(self.model)
         # Every variant but the retrained one changes only the tracked blocks.
-        self.prefix = prefix.for_tracked_blocks(self.model, p.attribution.tracked_blocks)
+        self.prefix = exp.prefix_cache(self.model)
         self.tests = {a: at_most(t, p.ablations.eval_triples, p.seed)
                       for a, t in exp.trust_test().items()}
         self.hh_test = at_most(exp.hh["test"], p.ablations.ppl_dialogues, p.seed)

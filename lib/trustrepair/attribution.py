@@ -30,6 +30,7 @@ from kronfluence.arguments import FactorArguments, ScoreArguments
 from kronfluence.task import Task
 from kronfluence.utils.dataset import DataLoaderKwargs
 from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -45,6 +46,7 @@ from trustrepair.metrics import (
 )
 from trustrepair.models import DTYPES, tracked_linear_modules
 from trustrepair.params import AttributionParams
+from trustrepair.prefix import PrefixCache
 
 
 class SFTTrustTask(Task):
@@ -55,13 +57,27 @@ class SFTTrustTask(Task):
     ``Σ [log P(o|m) - log P(p|m)]`` = n_triples · F_j.
     """
 
-    def __init__(self, tracked_modules: list[str], normalized: bool = True):
+    def __init__(self, tracked_modules: list[str], normalized: bool = True,
+                 cache: PrefixCache | None = None):
         self.tracked_modules = tracked_modules
         self.normalized = normalized
+        self.cache = cache
+        self._wrapped: nn.Module | None = None
+
+    def _lm(self, model: nn.Module) -> nn.Module:
+        """``model`` reading the states below the tracked blocks from the cache, if any.
+
+        Wrapped once per model: the wrap hashes the lower blocks to check the cache fits.
+        """
+        if self.cache is None:
+            return model
+        if self._wrapped is None or self._wrapped.model is not model:
+            self._wrapped = self.cache.wrap(model)
+        return self._wrapped
 
     def compute_train_loss(self, batch: dict, model: torch.nn.Module,
                            sample: bool = False) -> torch.Tensor:
-        logits, labels, _ = response_logits(model, batch)
+        logits, labels, _ = response_logits(self._lm(model), batch)
         logits = logits.float()
         if sample:  # labels drawn from the model: the true Fisher, as in the paper
             with torch.no_grad():
@@ -69,7 +85,7 @@ class SFTTrustTask(Task):
         return F.cross_entropy(logits, labels, reduction="sum")
 
     def compute_measurement(self, batch: dict, model: torch.nn.Module) -> torch.Tensor:
-        logprobs, _ = response_logprobs(model, batch, normalized=self.normalized)
+        logprobs, _ = response_logprobs(self._lm(model), batch, normalized=self.normalized)
         return (batch["sign"] * logprobs).sum()
 
     def get_influence_tracked_modules(self) -> list[str]:
@@ -158,15 +174,19 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
 def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Dataset,
                   trust_train: dict[str, Dataset], params: AttributionParams, *,
                   out_dir: Path, name: str, sft_max_length: int, eval_max_length: int,
-                  normalized: bool, seed: int = 0, overwrite: bool = False) -> Influence:
+                  normalized: bool, seed: int = 0, overwrite: bool = False,
+                  cache: PrefixCache | None = None) -> Influence:
     """Fit EK-FAC factors on a sample of SFT data, then score every SFT sample per aspect.
 
     Results live under ``out_dir`` (kronfluence's layout); rerunning with the same ``name``
     reuses what was already computed, so an interrupted step resumes, unless ``overwrite``.
+    With a ``cache`` of ``model`` below the tracked blocks, every pass runs only those.
     """
     tracked = tracked_linear_modules(model, params.tracked_blocks)
+    if cache is not None:
+        cache.check_below(model, tracked)
     model_hash = tracked_weights_hash(model, tracked)
-    task = SFTTrustTask(tracked, normalized=normalized)
+    task = SFTTrustTask(tracked, normalized=normalized, cache=cache)
     model = prepare_model(model, task)
     analyzer = Analyzer(analysis_name=name, model=model, task=task, output_dir=str(out_dir),
                         cpu=not torch.cuda.is_available(), disable_tqdm=False)
@@ -253,7 +273,8 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
             p.attribution, out_dir=step / "kronfluence",
             name=exp.fingerprint("02_attribution"),
             sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
-            normalized=p.eval.length_normalized, seed=p.seed, overwrite=exp.recompute)
+            normalized=p.eval.length_normalized, seed=p.seed, overwrite=exp.recompute,
+            cache=exp.prefix_cache(model, attribution=True))
         scores = {a: detrimental(s).float() for a, s in influence.scores.items()}
         scores[COMMON] = torch.stack(list(scores.values())).sum(0)
         with atomic_path(paths["scores"]) as tmp:

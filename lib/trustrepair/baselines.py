@@ -21,7 +21,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
 from trustrepair.metrics import collate, encode_dialogues, response_logits
-from trustrepair.models import decoder_blocks
 from trustrepair.prefix import PrefixCache, through
 from trustrepair.repair import response_loss
 
@@ -125,19 +124,6 @@ def _check_data(data: Dataset, name: str, columns: tuple[str, ...]) -> None:
         raise ValueError(f"{name} lacks the columns {missing}: it needs {list(columns)}")
 
 
-def _check_cache_below(model: nn.Module, modules: list[str], cache: PrefixCache | None) -> None:
-    """Refuse a cache that holds states of a block the baseline trains."""
-    if cache is None:
-        return
-    lower = {id(m) for block in decoder_blocks(model)[:cache.first_block] for m in block.modules()}
-    named = dict(model.named_modules())
-    inside = [m for m in modules if id(named[m]) in lower]
-    if inside:
-        raise ValueError(f"the prefix cache ends at block {cache.first_block} but {inside[0]} "
-                         f"lies below it and would not train: build the cache below the "
-                         f"first trained block")
-
-
 def _trainable_copy(model: PreTrainedModel, modules: list[str]) -> PreTrainedModel:
     """A copy in eval mode (no dropout) where only the weights and biases of ``modules`` train."""
     trained = copy.deepcopy(model).eval().requires_grad_(False)
@@ -186,7 +172,8 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
             kl_weight: float, batch_size: int | None, max_length: int, seed: int,
             cache: PrefixCache | None) -> PreTrainedModel:
     """SGD on -mean_S L(z) + kl_weight · mean_retain KL, gradients summed over micro-batches."""
-    _check_cache_below(model, modules, cache)
+    if cache is not None:
+        cache.check_below(model, modules)
     forget = encode_dialogues(tokenizer, subset, max_length)
     kept = encode_dialogues(tokenizer, retain, max_length) if kl_weight > 0 else []
     trained = _trainable_copy(model, modules)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets
+from transformers import PreTrainedModel
 
 from trustrepair import data
 from trustrepair.artifacts import is_main_process, read_json, write_json
@@ -24,6 +25,7 @@ from trustrepair.models import load_pretrained, prepare_base_model, resolve_devi
 from trustrepair.params import Params, load_params
 from trustrepair.pipeline import fingerprint, sections_through
 from trustrepair.planted import plant_dialogues
+from trustrepair.prefix import PrefixCache, for_tracked_blocks
 
 
 def seed_everything(seed: int) -> None:
@@ -154,6 +156,15 @@ class Experiment:
             corpus_hash = hashlib.sha256("\n".join(texts).encode()).hexdigest()
         return prepare_base_model(self.params.model, self.params.cache_dir(), seed=self.params.seed,
                                   tokenizer_texts=texts, data_fingerprint=corpus_hash)
+
+    def prefix_cache(self, model: PreTrainedModel, *,
+                     attribution: bool = False) -> PrefixCache | None:
+        """A cache of ``model``'s states below the tracked blocks, where ``prefix_cache``
+        and the model's family allow one (else None: callers run the whole model)."""
+        mode = self.params.prefix_cache
+        if mode == "off" or (attribution and mode != "all"):
+            return None
+        return for_tracked_blocks(model, self.params.attribution.tracked_blocks)
 
     def load_model(self, path: str | os.PathLike[str] | None = None):
         """(model, tokenizer) from ``path`` (default: the base model), on the device."""

@@ -322,6 +322,12 @@ class Params(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0)
     """torch CPU threads; None = torch's default (``TRUSTREPAIR_THREADS`` overrides)."""
+    prefix_cache: Literal["all", "evaluation", "off"] = "all"
+    """Where the states below the tracked blocks are computed once per sequence and held
+    in host RAM (Llama and GPT-NeoX families): in step 02's EK-FAC passes over the SFT
+    set and in every evaluation (``all``), in evaluations only (``evaluation``: for SFT
+    sets too big to hold, see ``trustrepair plan``), or nowhere. Results agree within
+    float rounding, so the setting is not part of any step's key."""
     data: DataParams = DataParams()
     model: ModelParams
     sft: SFTParams = SFTParams()

@@ -303,7 +303,9 @@ def make_plan(params: Params, probe_result: Probe | None = None) -> Plan:
          "activations of tracked blocks": attr_tokens * activations * attr.tracked_blocks
          * weight_bytes,
          "logits + loss (fp32)": LOGIT_COPIES * attr_tokens * shape.vocab * 4},
-        {}, pass_seconds(attr_passes * sft.max_length, attr.tracked_blocks),
+        {"prefix-activation cache of the SFT set": data.sft_train * sft.max_length
+         * shape.hidden * weight_bytes} if params.prefix_cache == "all" else {},
+        pass_seconds(attr_passes * sft.max_length, attr.tracked_blocks),
         f"factors: 2 passes over {fit_samples:,} samples; scores: {n_aspects} aspects × "
         f"{data.sft_train:,} samples; {sft.max_length} tokens each")
 
@@ -313,7 +315,7 @@ def make_plan(params: Params, probe_result: Probe | None = None) -> Plan:
         {"weights": total * weight_bytes,
          "logits (fp32)": 2 * ev.batch_size * ev.max_length * shape.vocab * 4},
         {"prefix-activation cache": eval_sequences * ev.max_length * shape.hidden
-         * weight_bytes},
+         * weight_bytes} if params.prefix_cache != "off" else {},
         pass_seconds(eval_sequences * ev.max_length, 0),
         f"one model: {eval_sequences:,} sequences × {ev.max_length} tokens, forward only")
     return Plan(params=params, shape=shape, shape_from=shape_from, parameters=total,

@@ -98,6 +98,18 @@ class PrefixCache:
         self.states: dict[tuple[int, ...], torch.Tensor] = {}
         self.misses = 0
 
+    def check_below(self, model: PreTrainedModel, modules: list[str]) -> None:
+        """Refuse a cache that holds the output of a module that is trained or tracked:
+        no gradient would reach it."""
+        lower = {id(m) for block in decoder_blocks(model)[:self.first_block]
+                 for m in block.modules()}
+        named = dict(model.named_modules())
+        inside = [m for m in modules if id(named[m]) in lower]
+        if inside:
+            raise ValueError(f"the prefix cache ends at block {self.first_block} but {inside[0]} "
+                             f"lies below it, so no gradient would reach it: build the cache "
+                             f"below the first trained or tracked block")
+
     def wrap(self, model: PreTrainedModel) -> nn.Module:
         """``model`` reading its lower-block states from this cache; refused where they differ."""
         if _family(model) != self.model_type or len(decoder_blocks(model)) != self.n_blocks:

@@ -185,7 +185,7 @@ def run_repair(exp: Experiment) -> dict:
         harm = load_scores(exp)
         model, tokenizer = exp.load_model(post_sft_dir(exp))
         # Repaired models differ only in the tracked blocks: evaluate them from cached states.
-        cache = prefix.for_tracked_blocks(model, p.attribution.tracked_blocks)
+        cache = exp.prefix_cache(model)
         train, tests = exp.hh["train"], exp.trust_test()
         results: dict = {"beta": p.repair.beta, "selector": p.repair.selector, "targets": {},
                          "sweep": []}
