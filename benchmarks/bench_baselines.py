@@ -5,7 +5,7 @@ same states at every step; with a :class:`trustrepair.prefix.PrefixCache` they r
 per sequence. Both sides start from the same model and must end at the same weights
 (the largest difference is printed). Uses the model bench_prefix.py uses.
 
-    python benchmarks/bench_baselines.py                # 30 dialogues, 5 steps, 4 blocks
+    python benchmarks/bench_baselines.py                # 30 dialogues, 5 steps, last block
     python benchmarks/bench_baselines.py --tiny         # tiny model, seconds
 """
 
@@ -14,53 +14,26 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import time
 
 import torch
-from bench_prefix import WORDS, cached_model
-from datasets import Dataset
+from bench_prefix import benchmark_model, model_arguments, random_rows
 
 from trustrepair.baselines import gradient_ascent
-from trustrepair.models import decoder_blocks, load_pretrained, tiny_model, tracked_linear_modules
-from trustrepair.params import TinyModelParams
+from trustrepair.models import decoder_blocks, tracked_linear_modules
 from trustrepair.prefix import PrefixCache
-from trustrepair.tokenizer import train_bpe_tokenizer
-
-
-def dialogues(n: int, words: int, seed: int = 0) -> Dataset:
-    """``n`` random dialogues: a prompt of ``words`` words, a response of a third of that."""
-    rng = random.Random(seed)
-
-    def text(k: int) -> str:
-        return " " + " ".join(rng.choice(WORDS) for _ in range(k))
-
-    return Dataset.from_dict({"prompt": [text(words) for _ in range(n)],
-                              "response": [text(words // 3) for _ in range(n)]})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny random-init model")
+    model_arguments(parser)
     parser.add_argument("--samples", type=int, default=30, help="dialogues in the subset S")
     parser.add_argument("--steps", type=int, default=5, help="SGD steps")
-    parser.add_argument("--blocks", type=int, default=4, help="trained (tracked) last blocks")
+    parser.add_argument("--blocks", type=int, default=1, help="trained (tracked) last blocks")
     parser.add_argument("--words", type=int, default=90, help="prompt words (response: a third)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (more only on an otherwise idle machine)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    folder = None if args.tiny else cached_model()
-    if folder is None:
-        tokenizer = train_bpe_tokenizer([" ".join(WORDS)] * 4, vocab_size=600)
-        spec = TinyModelParams(family="llama", layers=6, hidden=64, heads=4, intermediate=128)
-        model, name = tiny_model(spec, len(tokenizer)), "tiny llama (6 blocks, hidden 64)"
-        args.blocks = min(args.blocks, 2)
-    else:
-        model, tokenizer = load_pretrained(folder)
-        name = folder.name
-    subset = dialogues(args.samples, args.words)
+    model, tokenizer, name = benchmark_model(args)
+    subset = random_rows(args.samples, {"prompt": args.words, "response": args.words // 3})
     modules = tracked_linear_modules(model, args.blocks)
     n_blocks = len(decoder_blocks(model))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

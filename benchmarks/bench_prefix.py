@@ -43,37 +43,50 @@ def cached_model() -> Path | None:
     return configs[-1].parent if configs else None
 
 
-def triples(n: int, words: int, seed: int = 0) -> Dataset:
-    """``n`` random triples: a prompt of ``words`` words, responses of a third of that."""
+def random_rows(n: int, words: dict[str, int], seed: int = 0) -> Dataset:
+    """``n`` rows of random words, ``words[column]`` of them per row, column by column."""
     rng = random.Random(seed)
 
     def text(k: int) -> str:
         return " " + " ".join(rng.choice(WORDS) for _ in range(k))
 
-    return Dataset.from_dict({"prompt": [text(words) for _ in range(n)],
-                              "opponent": [text(words // 3) for _ in range(n)],
-                              "proponent": [text(words // 3) for _ in range(n)]})
+    return Dataset.from_dict({c: [text(k) for _ in range(n)] for c, k in words.items()})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def triples(n: int, words: int, seed: int = 0) -> Dataset:
+    """``n`` random triples: a prompt of ``words`` words, responses of a third of that."""
+    return random_rows(n, {"prompt": words, "opponent": words // 3, "proponent": words // 3},
+                       seed)
+
+
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--tiny and --threads, which every benchmark on :func:`benchmark_model` takes."""
     parser.add_argument("--tiny", action="store_true", help="tiny random-init model")
-    parser.add_argument("--pairs", type=int, default=100, help="scored prompt/response pairs")
-    parser.add_argument("--variants", type=int, default=4, help="last-block variants (β values)")
-    parser.add_argument("--words", type=int, default=45, help="prompt words (response: a third)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (more only on an otherwise idle machine)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
+
+def benchmark_model(args: argparse.Namespace):
+    """(model, tokenizer, name): the largest converted model, or a tiny random-init one
+    with ``--tiny``; sets torch's threads to ``--threads``."""
+    torch.set_num_threads(args.threads)
     folder = None if args.tiny else cached_model()
     if folder is None:
         tokenizer = train_bpe_tokenizer([" ".join(WORDS)] * 4, vocab_size=600)
         spec = TinyModelParams(family="llama", layers=6, hidden=64, heads=4, intermediate=128)
-        model, name = tiny_model(spec, len(tokenizer)), "tiny llama (6 blocks, hidden 64)"
-    else:
-        model, tokenizer = load_pretrained(folder)
-        name = folder.name
+        return tiny_model(spec, len(tokenizer)), tokenizer, "tiny llama (6 blocks, hidden 64)"
+    model, tokenizer = load_pretrained(folder)
+    return model, tokenizer, folder.name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    model_arguments(parser)
+    parser.add_argument("--pairs", type=int, default=100, help="scored prompt/response pairs")
+    parser.add_argument("--variants", type=int, default=4, help="last-block variants (β values)")
+    parser.add_argument("--words", type=int, default=45, help="prompt words (response: a third)")
+    args = parser.parse_args()
+    model, tokenizer, name = benchmark_model(args)
     data = triples(args.pairs // 2, args.words)
     prompts, responses = list(data["prompt"]), list(data["opponent"]) + list(data["proponent"])
     n_tokens = [len(tokenizer(p + r)["input_ids"])
