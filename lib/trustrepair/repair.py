@@ -36,7 +36,12 @@ from trustrepair.attribution import (
 from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
-from trustrepair.metrics import collate, encode_dialogues, response_logits, trust_logodds
+from trustrepair.metrics import (
+    encode_dialogues,
+    length_sorted_batches,
+    response_logits,
+    trust_logodds,
+)
 from trustrepair.models import save_pretrained
 from trustrepair.selection import load_subsets
 
@@ -120,9 +125,9 @@ def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    for start in range(0, len(encoded), batch_size):
-        batch = {k: v.to(device) for k, v in
-                 collate(encoded[start:start + batch_size], tokenizer.pad_token_id).items()}
+    # Batches of similar length: a random subset padded in its own order wastes ~half.
+    for _, batch in length_sorted_batches(encoded, batch_size, tokenizer.pad_token_id, device,
+                                          desc="subset gradient"):
         loss = response_loss(model, batch)
         for total, grad in zip(totals, torch.autograd.grad(loss, flat), strict=True):
             total += grad.float()
