@@ -68,3 +68,19 @@ def test_paper_vs_ours_sets_our_numbers_beside_the_papers() -> None:
     assert "## Table 1" in short
     assert "## Table 2" not in short and "## Table 4" not in short and "+3.52" not in short
     assert short.strip().splitlines()[-1].startswith("| Stereotypical bias |")
+
+
+def test_figures_rebuild_byte_for_byte(tmp_path) -> None:
+    """make figures twice gives the same files: no dates in PDFs, no randomised PCA."""
+    import torch
+
+    from trustrepair.report import plot_selection_pca, save_figure
+
+    features = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
+    scores = torch.randn(50, generator=torch.Generator().manual_seed(1))
+    picks = {"dpp": [0, 3, 7], "topk": [0, 1, 2]}
+    for run in ("a", "b"):
+        save_figure(plot_selection_pca(features, scores, picks, "t"), tmp_path / run, "pca")
+    for ext in ("pdf", "png"):
+        assert (tmp_path / "a" / f"pca.{ext}").read_bytes() == (tmp_path / "b" /
+                                                                 f"pca.{ext}").read_bytes()

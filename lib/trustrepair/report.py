@@ -68,12 +68,13 @@ def _booktabs(frame: pd.DataFrame, caption: str) -> str:
 
 
 def save_figure(fig: plt.Figure, directory: Path, stem: str) -> list[Path]:
-    """Save a figure as PDF and PNG, atomically."""
+    """Save a figure as PDF and PNG, atomically and byte-for-byte reproducibly."""
     paths = []
     for ext in ("pdf", "png"):
         path = Path(directory) / f"{stem}.{ext}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext)
+        with atomic_path(path) as tmp:  # no creation date: a rebuild leaves the bytes as they were
+            fig.savefig(tmp, format=ext,
+                        metadata={"CreationDate": None} if ext == "pdf" else None)
         paths.append(path)
     plt.close(fig)
     return paths
@@ -174,8 +175,12 @@ def plot_selection_pca(features, scores, picks: dict[str, list[int]], title: str
 
     use_paper_style()
     centred = features.double() - features.double().mean(0)
-    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
-    xy = (centred @ v[:, :2]).numpy()
+    # Exact SVD with a fixed sign per axis: the same picture on every rebuild
+    # (torch.pca_lowrank is randomised).
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    axes = vh[:2].T
+    axes *= torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
+    xy = (centred @ axes).numpy()
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
     points = ax.scatter(xy[:, 0], xy[:, 1], c=scores.double().numpy(), s=4, cmap="viridis",
                         alpha=0.6, linewidths=0)
