@@ -98,3 +98,16 @@ def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
 def test_relative_output_paths_resolve_against_the_repository() -> None:
     p = load_params("params/smoke.yaml")
     assert p.run_dir() == ROOT / "runs" / "smoke"
+
+
+def test_a_setting_added_at_its_default_keeps_old_step_keys() -> None:
+    """sft.group_by_length arrived after runs existed: at its default it must not enter
+    the SFT key, or every saved run would look stale."""
+    from trustrepair.pipeline import fingerprint, sections_through
+
+    default = load_params(ROOT / "params/smoke.yaml")
+    assert "group_by_length" not in default.model_dump()["sft"]
+    off = load_params(ROOT / "params/smoke.yaml", **{"sft.group_by_length": False})
+    assert off.sft.group_by_length is False
+    sections = sections_through("01_sft")
+    assert fingerprint(off, sections) != fingerprint(default, sections)

@@ -178,9 +178,10 @@ class SFTParams(_Section):
     batch_size x processes x grad_accum."""
     grad_accum: int = Field(1, gt=0)
     max_length: int = Field(256, gt=8)
-    group_by_length: bool = True
+    group_by_length: bool = Field(True, exclude_if=lambda v: v is True)
     """Batch dialogues of similar length (less padding). Off, batches follow the data
-    order, so N processes see the same global batches as one process does."""
+    order, so N processes see the same global batches as one process does. Left out of
+    dumps at its default, so the step keys of runs made before it existed stay valid."""
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     train_blocks: int | Literal["all"] = "all"
