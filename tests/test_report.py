@@ -84,3 +84,12 @@ def test_figures_rebuild_byte_for_byte(tmp_path) -> None:
     for ext in ("pdf", "png"):
         assert (tmp_path / "a" / f"pca.{ext}").read_bytes() == (tmp_path / "b" /
                                                                  f"pca.{ext}").read_bytes()
+
+
+def test_figure3_prints_retraining_over_each_repair() -> None:
+    from trustrepair.report import plot_figure3
+
+    rows = pd.DataFrame({"what": ["repair", "repair", "retrain_without_S", "factor_fit"],
+                         "subset_size": [10, 100, 5, None], "seconds": [2.0, 50.0, 88.0, 7.0]})
+    fig = plot_figure3(rows)
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1.8×", "44×"]
