@@ -20,12 +20,12 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from trustrepair.metrics import collate, encode_dialogues, response_logits
+from trustrepair.metrics import encode_dialogues, length_sorted_batches, response_logits
 from trustrepair.prefix import PrefixCache, through
 from trustrepair.repair import response_loss
 
 MICRO_BATCH = 8
-"""Rows per forward pass; a step's gradient is the same for any value, only memory differs."""
+"""Rows per forward pass, grouped by length; a step's gradient is the same for any value."""
 
 
 def gradient_ascent(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -150,14 +150,6 @@ def _batches(n: int, batch_size: int | None, steps: int,
             yield torch.randperm(n, generator=generator)[:batch_size].tolist()
 
 
-def _micro_batches(encoded: list[dict[str, list[int]]], rows: list[int], pad_token_id: int,
-                   device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-    """The given rows in batches of at most ``MICRO_BATCH``, to bound memory."""
-    for start in range(0, len(rows), MICRO_BATCH):
-        batch = collate([encoded[i] for i in rows[start:start + MICRO_BATCH]], pad_token_id)
-        yield {k: v.to(device) for k, v in batch.items()}
-
-
 def _retain_kl(current: nn.Module, reference: nn.Module,
                batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over the batch's response tokens of KL(reference ‖ current) of the next token."""
@@ -186,11 +178,13 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
     model.eval()
     for rows in _batches(len(forget), batch_size, steps, generator):
         optimizer.zero_grad()
-        for batch in _micro_batches(forget, rows, tokenizer.pad_token_id, device):
+        for _, batch in length_sorted_batches([forget[i] for i in rows], MICRO_BATCH,
+                                              tokenizer.pad_token_id, device, desc="ascent"):
             (-response_loss(current, batch) / len(rows)).backward()
         if retain_draws is not None:
             retained = next(retain_draws)
-            for batch in _micro_batches(kept, retained, tokenizer.pad_token_id, device):
+            for _, batch in length_sorted_batches([kept[i] for i in retained], MICRO_BATCH,
+                                                  tokenizer.pad_token_id, device, desc="KL"):
                 (kl_weight * _retain_kl(current, reference, batch) / len(retained)).backward()
         optimizer.step()
     model.train(was_training)
