@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 
 from trustrepair.attribution import check_finite, detrimental, fit_and_score
 from trustrepair.data import load_hh, load_trust, split_trust
@@ -100,7 +101,7 @@ def test_scores_through_the_prefix_cache_match_the_whole_model(tiny_lm, tokenize
     train, triples = small_data
     model = copy.deepcopy(tiny_lm).double()  # float64: the comparison is not at rounding level
     params = AttributionParams(train_batch_size=8, query_batch_size=8, tracked_blocks=1)
-    cache = PrefixCache(model, len(decoder_blocks(model)) - 1)
+    cache = PrefixCache(model, len(decoder_blocks(model)) - 1, tmp_path / "prefix")
     scores = {}
     for name, with_cache in (("whole", None), ("cached", cache)):
         torch.manual_seed(0)  # the true Fisher samples labels
@@ -109,6 +110,9 @@ def test_scores_through_the_prefix_cache_match_the_whole_model(tiny_lm, tokenize
             out_dir=tmp_path, name=name, sft_max_length=64, eval_max_length=64, normalized=True,
             cache=with_cache).scores["truthfulness"]
     assert cache.misses == len(cache.states) > len(train)  # SFT and query sequences
+    shards = sorted(cache.directory.glob("*.safetensors"))  # one for SFT, one for the queries
+    assert len(shards) == 2
+    assert sum(len(load_file(shard)) for shard in shards) == len(cache.states)
     torch.testing.assert_close(scores["cached"], scores["whole"], rtol=1e-6, atol=1e-9)
     assert torch.equal(scores["cached"].argsort()[-5:], scores["whole"].argsort()[-5:])
 

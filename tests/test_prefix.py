@@ -140,3 +140,42 @@ def test_response_logits_are_the_full_logits_at_response_positions(tiny_lm, toke
     assert got.shape == want.shape
     assert _rel(got, want) <= REL
     assert torch.equal(labels, batch["labels"][:, 1:][mask])
+
+
+def test_states_on_disk_are_read_back_instead_of_recomputed(tiny_lm, tokenizer, tmp_path,
+                                                            capsys) -> None:
+    first = PrefixCache(tiny_lm, 2, tmp_path)
+    want = trust_logodds(first.wrap(tiny_lm), tokenizer, TRIPLES, batch_size=2).per_triple
+    announced = capsys.readouterr().out
+    assert f"{first.misses} sequences of {2 * len(TRIPLES)} to compute" in announced
+    assert str(first.directory) in announced
+    assert first.misses > 0 and len(list(first.directory.glob("*.safetensors"))) == 1
+
+    again = PrefixCache(tiny_lm, 2, tmp_path)  # a later step or rerun: a new process
+    got = trust_logodds(again.wrap(tiny_lm), tokenizer, TRIPLES, batch_size=2).per_triple
+    assert again.misses == 0 and again.loaded == first.misses
+    assert torch.equal(got, want)
+    assert "to compute" not in capsys.readouterr().out
+
+
+def test_a_model_with_other_lower_blocks_gets_its_own_folder(tiny_lm, tokenizer, tmp_path) -> None:
+    cache = PrefixCache(tiny_lm, 2, tmp_path)
+    trust_logodds(cache.wrap(tiny_lm), tokenizer, TRIPLES)
+    other_model = _with_noise(tiny_lm, 1)
+    other = PrefixCache(other_model, 2, tmp_path)
+    assert other.directory != cache.directory
+    trust_logodds(other.wrap(other_model), tokenizer, TRIPLES)
+    assert other.loaded == 0 and other.misses == cache.misses
+    assert PrefixCache(tiny_lm, 1, tmp_path).directory not in (cache.directory, other.directory)
+
+
+def test_an_interrupted_pass_keeps_the_states_it_computed(tiny_lm, tokenizer, tmp_path) -> None:
+    encoded = _encoded(tokenizer)
+    cache = PrefixCache(tiny_lm, 1, tmp_path)
+    with pytest.raises(KeyboardInterrupt), cache.filling([e["input_ids"] for e in encoded], "x"):
+        _logits(cache.wrap(tiny_lm), collate(encoded[:2], tokenizer.pad_token_id))
+        raise KeyboardInterrupt
+    resumed = PrefixCache(tiny_lm, 1, tmp_path)
+    _logits(resumed.wrap(tiny_lm), collate(encoded, tokenizer.pad_token_id))
+    assert (resumed.loaded, resumed.misses) == (2, 1)
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -46,7 +46,7 @@ from trustrepair.metrics import (
 )
 from trustrepair.models import DTYPES, tracked_linear_modules
 from trustrepair.params import AttributionParams
-from trustrepair.prefix import PrefixCache
+from trustrepair.prefix import PrefixCache, filling
 
 
 class SFTTrustTask(Task):
@@ -203,38 +203,43 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         strategy=params.strategy, use_empirical_fisher=not params.true_fisher,
         amp_dtype=DTYPES[params.dtype] if params.dtype != "float32" else None,
         has_shared_parameters=False)
-    start = time.perf_counter()
-    analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
-                             per_device_batch_size=params.train_batch_size,
-                             overwrite_output_dir=overwrite)
-    factors_dir = Path(analyzer.factors_output_dir(factors_name="ekfac"))
-    meta_path = factors_dir / FACTOR_METADATA
-    # A resumed step reuses saved factors: keep the time of the fit that made them.
-    fit_seconds = (json.loads(meta_path.read_text()).get("fit_seconds")
-                   if meta_path.exists() and not overwrite else time.perf_counter() - start)
-    meta_path.write_text(json.dumps({"modules": tracked, "strategy": params.strategy,
-                                     "model_hash": model_hash, "fit_seconds": fit_seconds},
-                                    indent=2))
-    factors = analyzer.load_all_factors("ekfac")
-    for kind, per_module in factors.items():
-        check_finite(per_module, f"EK-FAC {kind}")
-    score_args = ScoreArguments(
-        damping_factor=params.damping, aggregate_query_gradients=True,
-        amp_dtype=DTYPES[params.dtype] if params.dtype != "float32" else None)
-    scores = {}
-    for aspect, triples in tqdm(trust_train.items(), desc="aspects"):
-        analyzer.compute_pairwise_scores(
-            scores_name=f"scores_{aspect}", factors_name="ekfac",
-            query_dataset=_by_length(encode_triples(tokenizer, triples, eval_max_length).items),
-            train_dataset=sorted_train, per_device_query_batch_size=params.query_batch_size,
-            per_device_train_batch_size=params.train_batch_size, score_args=score_args,
-            overwrite_output_dir=overwrite)
-        result = analyzer.load_pairwise_scores(f"scores_{aspect}")
-        check_finite(result, f"{aspect} scores")
-        # Summed measurement over n triples -> divide by n: the score of the mean F_j.
-        in_order = torch.empty(len(train_items), dtype=torch.float64)
-        in_order[by_length] = result["all_modules"].sum(0).double()
-        scores[aspect] = in_order / (len(triples) or math.nan)
+    # Fitting reads half the SFT set, scoring all of it: its states go to one shard.
+    with filling(cache, [item["input_ids"] for item in train_items], "SFT train set"):
+        start = time.perf_counter()
+        analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
+                                 per_device_batch_size=params.train_batch_size,
+                                 overwrite_output_dir=overwrite)
+        factors_dir = Path(analyzer.factors_output_dir(factors_name="ekfac"))
+        meta_path = factors_dir / FACTOR_METADATA
+        # A resumed step reuses saved factors: keep the time of the fit that made them.
+        fit_seconds = (json.loads(meta_path.read_text()).get("fit_seconds")
+                       if meta_path.exists() and not overwrite else time.perf_counter() - start)
+        meta_path.write_text(json.dumps({"modules": tracked, "strategy": params.strategy,
+                                         "model_hash": model_hash, "fit_seconds": fit_seconds},
+                                        indent=2))
+        factors = analyzer.load_all_factors("ekfac")
+        for kind, per_module in factors.items():
+            check_finite(per_module, f"EK-FAC {kind}")
+        score_args = ScoreArguments(
+            damping_factor=params.damping, aggregate_query_gradients=True,
+            amp_dtype=DTYPES[params.dtype] if params.dtype != "float32" else None)
+        scores = {}
+        for aspect, triples in tqdm(trust_train.items(), desc="aspects"):
+            queries = _by_length(encode_triples(tokenizer, triples, eval_max_length).items)
+            with filling(cache, [q["input_ids"] for q in queries.items],
+                                f"{aspect} queries"):
+                analyzer.compute_pairwise_scores(
+                    scores_name=f"scores_{aspect}", factors_name="ekfac",
+                    query_dataset=queries, train_dataset=sorted_train,
+                    per_device_query_batch_size=params.query_batch_size,
+                    per_device_train_batch_size=params.train_batch_size, score_args=score_args,
+                    overwrite_output_dir=overwrite)
+            result = analyzer.load_pairwise_scores(f"scores_{aspect}")
+            check_finite(result, f"{aspect} scores")
+            # Summed measurement over n triples -> divide by n: the score of the mean F_j.
+            in_order = torch.empty(len(train_items), dtype=torch.float64)
+            in_order[by_length] = result["all_modules"].sum(0).double()
+            scores[aspect] = in_order / (len(triples) or math.nan)
     return Influence(scores=scores, factors_dir=factors_dir, tracked_modules=tracked)
 
 

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
 from trustrepair.metrics import encode_dialogues, length_sorted_batches, response_logits
-from trustrepair.prefix import PrefixCache, through
+from trustrepair.prefix import PrefixCache, filling, through
 from trustrepair.repair import response_loss
 
 MICRO_BATCH = 8
@@ -176,16 +176,17 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
     retain_draws = _batches(len(kept), batch_size, steps, generator) if kept else None
     was_training = model.training
     model.eval()
-    for rows in _batches(len(forget), batch_size, steps, generator):
-        optimizer.zero_grad()
-        for _, batch in length_sorted_batches([forget[i] for i in rows], MICRO_BATCH,
-                                              tokenizer.pad_token_id, device, desc="ascent"):
-            (-response_loss(current, batch) / len(rows)).backward()
-        if retain_draws is not None:
-            retained = next(retain_draws)
-            for _, batch in length_sorted_batches([kept[i] for i in retained], MICRO_BATCH,
-                                                  tokenizer.pad_token_id, device, desc="KL"):
-                (kl_weight * _retain_kl(current, reference, batch) / len(retained)).backward()
-        optimizer.step()
+    with filling(cache, [e["input_ids"] for e in forget + kept], "ascent"):
+        for rows in _batches(len(forget), batch_size, steps, generator):
+            optimizer.zero_grad()
+            for _, batch in length_sorted_batches([forget[i] for i in rows], MICRO_BATCH,
+                                                  tokenizer.pad_token_id, device, desc="ascent"):
+                (-response_loss(current, batch) / len(rows)).backward()
+            if retain_draws is not None:
+                retained = next(retain_draws)
+                for _, batch in length_sorted_batches([kept[i] for i in retained], MICRO_BATCH,
+                                                      tokenizer.pad_token_id, device, desc="KL"):
+                    (kl_weight * _retain_kl(current, reference, batch) / len(retained)).backward()
+            optimizer.step()
     model.train(was_training)
     return _like_input(trained, model)

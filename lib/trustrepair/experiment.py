@@ -164,7 +164,8 @@ class Experiment:
         mode = self.params.prefix_cache
         if mode == "off" or (attribution and mode != "all"):
             return None
-        return for_tracked_blocks(model, self.params.attribution.tracked_blocks)
+        directory = self.params.cache_dir() / "prefix" if self.params.prefix_cache_on_disk else None
+        return for_tracked_blocks(model, self.params.attribution.tracked_blocks, directory)
 
     def load_model(self, path: str | os.PathLike[str] | None = None):
         """(model, tokenizer) from ``path`` (default: the base model), on the device."""

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from trustrepair import prefix
 from trustrepair.models import split_lm_head
 
 IGNORE = -100
@@ -114,7 +115,8 @@ def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]
     counts = torch.empty(len(encoded), dtype=torch.long)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    sequences = [e["input_ids"] for e in encoded]
+    with torch.no_grad(), prefix.filling(model, sequences, desc):
         for idx, batch in length_sorted_batches(encoded, batch_size, pad_token_id, device, desc):
             lp, n = response_logprobs(model, batch, normalized)
             scores[idx] = lp.double().cpu()

@@ -329,6 +329,10 @@ class Params(_Section):
     set and in every evaluation (``all``), in evaluations only (``evaluation``: for SFT
     sets too big to hold, see ``trustrepair plan``), or nowhere. Results agree within
     float rounding, so the setting is not part of any step's key."""
+    prefix_cache_on_disk: bool = True
+    """Also keep those states under ``<paths.cache>/prefix/``, in a folder per model (a
+    hash of the weights below the tracked blocks), so that later steps and reruns read
+    them instead of recomputing; false keeps them in one process's RAM."""
     data: DataParams = DataParams()
     model: ModelParams
     sft: SFTParams = SFTParams()

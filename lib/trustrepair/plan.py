@@ -366,7 +366,8 @@ def check_fits(plan: Plan, available: int, seen_as: str) -> None:
         f"max_length, or plan for a bigger machine with --memory-gib")
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
+    """Bytes as GiB, or MiB below a tenth of one."""
     return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
 
 
@@ -393,10 +394,10 @@ def format_plan(plan: Plan, available: tuple[int, str] | None = None) -> str:
     ]
     for m in block_linears(s):
         lines.append(f"           {m.name:<26} {m.fan_in:>6} × {m.fan_out:<6}"
-                     f"{' +bias' if m.bias else '      '}  EK-FAC {_size(m.factor_bytes)}")
+                     f"{' +bias' if m.bias else '      '}  EK-FAC {format_size(m.factor_bytes)}")
     factors = plan.tracked_blocks * sum(m.factor_bytes for m in block_linears(s))
     lines.append(f"           EK-FAC factors over {plan.tracked_blocks} block(s): "
-                 f"{_size(factors)} (float32)")
+                 f"{format_size(factors)} (float32)")
     lines.append(f"data       {plan.data.sft_train:,} SFT train, {plan.data.hh_test:,} HH test "
                  f"dialogues, trust test triples "
                  + ", ".join(f"{a} {n}" for a, n in plan.data.trust_test.items()))
@@ -404,11 +405,11 @@ def format_plan(plan: Plan, available: tuple[int, str] | None = None) -> str:
     on_gpu = plan.device.startswith("cuda")
     lines.append(f"memory     estimated peak per step on {plan.device}:")
     for step in plan.steps:
-        lines.append(f"  {step.name:<12} {_size(step.peak(on_gpu)):>10}")
-        lines += [f"               {_size(size):>10}  {part}"
+        lines.append(f"  {step.name:<12} {format_size(step.peak(on_gpu)):>10}")
+        lines += [f"               {format_size(size):>10}  {part}"
                   for part, size in step.memory.items() if size]
         for part, size in step.host_memory.items():
-            lines.append(f"               {_size(size):>10}  {part} (host RAM)")
+            lines.append(f"               {format_size(size):>10}  {part} (host RAM)")
     if available is not None:
         lines.append(f"           available: {available[0] / GIB:.1f} GiB ({available[1]})")
     if plan.probe is None:

@@ -8,20 +8,32 @@ the blocks from ``first_block`` on. The cached states are constants: gradients r
 upper blocks (the baselines train through the cache) but never the embedding or the lower
 blocks, so only a model whose lower blocks do not train may read from it. Batches must
 be right-padded, as :func:`trustrepair.metrics.collate` pads them.
+
+Given a ``directory``, the states are also kept on disk as safetensors shards, one per
+:func:`filling` (a dataset), in a folder named by the hash of the weights below
+``first_block``: later steps and reruns of the same model read them instead of
+recomputing, and a different model can never read them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from trustrepair.artifacts import atomic_path
 from trustrepair.models import decoder_blocks
+from trustrepair.plan import format_size
 
 # model_type -> final norm of the base model; both families keep ``rotary_emb`` there and
 # call their blocks with the same mask, position ids and rotary embeddings.
@@ -49,6 +61,13 @@ def _fingerprint(model: PreTrainedModel, first_block: int) -> str:
     return digest.hexdigest()
 
 
+def _key(token_ids: Sequence[int] | torch.Tensor) -> str:
+    """Name of one unpadded token sequence's states, in RAM and in a shard."""
+    ids = np.asarray(token_ids.cpu() if isinstance(token_ids, torch.Tensor) else token_ids,
+                     dtype=np.int64)
+    return hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
+
+
 def _run_blocks(model: PreTrainedModel, hidden: torch.Tensor, attention_mask: torch.Tensor,
                 blocks: nn.ModuleList) -> torch.Tensor:
     """Blocks applied as LlamaModel / GPTNeoXModel.forward apply them (no KV cache)."""
@@ -63,14 +82,15 @@ def _run_blocks(model: PreTrainedModel, hidden: torch.Tensor, attention_mask: to
     return hidden
 
 
-def for_tracked_blocks(model: PreTrainedModel, tracked_blocks: int) -> PrefixCache | None:
+def for_tracked_blocks(model: PreTrainedModel, tracked_blocks: int,
+                       directory: str | Path | None = None) -> PrefixCache | None:
     """A cache below the last ``tracked_blocks`` blocks, or None for a family it cannot split
     (then every variant runs the whole model)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     first_block = len(decoder_blocks(model)) - tracked_blocks
     if model_type not in _FINAL_NORM or first_block < 1:
         return None
-    return PrefixCache(model, first_block)
+    return PrefixCache(model, first_block, directory)
 
 
 def through(cache: PrefixCache | None, model: PreTrainedModel) -> nn.Module:
@@ -78,16 +98,29 @@ def through(cache: PrefixCache | None, model: PreTrainedModel) -> nn.Module:
     return model if cache is None else cache.wrap(model)
 
 
+def filling(source: PrefixCache | nn.Module | None, sequences: Sequence[Sequence[int]],
+            what: str) -> contextlib.AbstractContextManager[None]:
+    """:meth:`PrefixCache.filling` of a cache, or of the cache a model reads from; nothing
+    for a plain model or None."""
+    if isinstance(source, _CachedPrefixLM):
+        source = source.cache
+    if isinstance(source, PrefixCache):
+        return source.filling(sequences, what)
+    return contextlib.nullcontext()
+
+
 class PrefixCache:
     """Hidden states entering decoder block `first_block`, computed once per token sequence.
 
-    The states live on the CPU, keyed by the unpadded token ids. ``misses`` counts the
-    sequences whose prefix was computed. Which model computes a miss does not matter:
-    :meth:`wrap` admits only models whose embedding, rotary embedding and lower blocks
-    hash to those of the model given here, so the cache holds no model of its own.
+    The states live on the CPU, keyed by a hash of the unpadded token ids, and in
+    ``directory`` when one is given. ``misses`` counts the sequences whose prefix was
+    computed, ``loaded`` those read from disk. Which model computes a miss does not
+    matter: :meth:`wrap` admits only models whose embedding, rotary embedding and lower
+    blocks hash to those of the model given here, so the cache holds no model of its own.
     """
 
-    def __init__(self, model: PreTrainedModel, first_block: int):
+    def __init__(self, model: PreTrainedModel, first_block: int,
+                 directory: str | Path | None = None):
         self.model_type = _family(model)
         self.n_blocks = len(decoder_blocks(model))
         if not 1 <= first_block <= self.n_blocks - 1:
@@ -95,8 +128,58 @@ class PrefixCache:
                              f"for a model with {self.n_blocks} decoder blocks")
         self.first_block = first_block
         self.fingerprint = _fingerprint(model, first_block)
-        self.states: dict[tuple[int, ...], torch.Tensor] = {}
-        self.misses = 0
+        embed = model.get_input_embeddings().weight
+        self.state_bytes_per_token = embed.shape[1] * embed.element_size()
+        self.states: dict[str, torch.Tensor] = {}
+        self.misses = self.loaded = 0
+        self.directory = (None if directory is None else Path(directory).expanduser()
+                          / f"{self.model_type}-{self.fingerprint[:16]}-block{first_block}")
+        self._shards: dict[str, Path] = {}  # key -> shard holding it, not yet in RAM
+        self._unsaved: set[str] = set()
+        if self.directory is not None and self.directory.is_dir():
+            for shard in sorted(self.directory.glob("*.safetensors")):
+                with safe_open(shard, framework="pt") as f:
+                    self._shards.update(dict.fromkeys(f.keys(), shard))
+
+    @contextlib.contextmanager
+    def filling(self, sequences: Sequence[Sequence[int]], what: str) -> Iterator[None]:
+        """Around a pass over ``sequences``: print the size of the states it will compute,
+        then write them to one shard, also when the pass is interrupted (each state is
+        whole, so a rerun resumes from them)."""
+        new = {_key(s): len(s) for s in sequences}
+        new = {k: n for k, n in new.items() if k not in self.states and k not in self._shards}
+        if new:
+            tokens = sum(new.values())
+            where = f"into {self.directory}" if self.directory else "in RAM"
+            print(f"prefix cache, {what}: {len(new):,} sequences of {len(sequences):,} to "
+                  f"compute, {tokens:,} tokens, "
+                  f"{format_size(tokens * self.state_bytes_per_token)} {where}", flush=True)
+        try:
+            yield
+        finally:
+            self.save(set(new))
+
+    def save(self, keys: set[str] | None = None) -> Path | None:
+        """Write the computed, unsaved states (of ``keys``, default all) as one shard."""
+        todo = self._unsaved if keys is None else self._unsaved & keys
+        if self.directory is None or not todo:
+            return None
+        names = sorted(todo)
+        digest = hashlib.blake2b("".join(names).encode(), digest_size=16).hexdigest()
+        shard = self.directory / f"{digest}.safetensors"
+        with atomic_path(shard) as tmp:
+            save_file({k: self.states[k].contiguous() for k in names}, str(tmp))
+        self._unsaved -= todo
+        return shard
+
+    def _load(self, keys: list[str]) -> None:
+        """Read the shards that hold ``keys`` into RAM."""
+        for shard in dict.fromkeys(self._shards[k] for k in keys):
+            states = load_file(shard)
+            self.states.update(states)
+            self.loaded += len(states)
+            for k in states:
+                self._shards.pop(k, None)
 
     def check_below(self, model: PreTrainedModel, modules: list[str]) -> None:
         """Refuse a cache that holds the output of a module that is trained or tracked:
@@ -119,14 +202,15 @@ class PrefixCache:
                              f"from those the cache was built for: its states would be wrong")
         return _CachedPrefixLM(self, model)
 
-    def _fill(self, model: PreTrainedModel, sequences: list[tuple[int, ...]]) -> None:
-        """Compute and store the states of ``sequences`` in one right-padded batch."""
+    def _fill(self, model: PreTrainedModel, sequences: dict[str, torch.Tensor]) -> None:
+        """Compute and store the states of ``sequences`` (key -> token ids) in one
+        right-padded batch."""
         device = next(model.parameters()).device
-        width = max(len(s) for s in sequences)
+        width = max(len(s) for s in sequences.values())
         input_ids = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
         attention_mask = torch.zeros_like(input_ids)
-        for row, seq in enumerate(sequences):
-            input_ids[row, :len(seq)] = torch.tensor(seq, device=device)
+        for row, seq in enumerate(sequences.values()):
+            input_ids[row, :len(seq)] = seq
             attention_mask[row, :len(seq)] = 1
         was_training = model.training
         model.eval()  # dropout must not become part of a constant
@@ -134,8 +218,9 @@ class PrefixCache:
             hidden = _run_blocks(model, model.get_input_embeddings()(input_ids), attention_mask,
                                  decoder_blocks(model)[:self.first_block])
         model.train(was_training)
-        for row, seq in enumerate(sequences):
-            self.states[seq] = hidden[row, :len(seq)].cpu()
+        for row, (key, seq) in enumerate(sequences.items()):
+            self.states[key] = hidden[row, :len(seq)].cpu()
+        self._unsaved.update(sequences)
         self.misses += len(sequences)
 
 
@@ -165,15 +250,20 @@ class _CachedPrefixLM(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         if not torch.equal(attention_mask.bool(), positions < lengths[:, None]):
             raise ValueError("PrefixCache needs right-padded batches (attention mask 1...1 0...0)")
-        keys = [tuple(row[:n].tolist()) for row, n in zip(input_ids, lengths.tolist(), strict=True)]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.cache.states))
+        rows = [row[:n] for row, n in zip(input_ids, lengths.tolist(), strict=True)]
+        keys = [_key(row) for row in rows]
+        on_disk = [k for k in keys if k not in self.cache.states and k in self.cache._shards]
+        if on_disk:
+            self.cache._load(on_disk)
+        missing = {k: row for k, row in zip(keys, rows, strict=True) if k not in self.cache.states}
         if missing:
             self.cache._fill(self.model, missing)
         embed = self.model.get_input_embeddings().weight
         hidden = torch.zeros((*input_ids.shape, embed.shape[1]), dtype=embed.dtype,
                              device=embed.device)
         for row, key in enumerate(keys):
-            hidden[row, :len(key)] = self.cache.states[key]
+            state = self.cache.states[key]
+            hidden[row, :len(state)] = state
         blocks = decoder_blocks(self.model)[self.cache.first_block:]
         hidden = _run_blocks(self.model, hidden, attention_mask, blocks)
         return getattr(self.model.base_model, _FINAL_NORM[self.cache.model_type])(hidden)
