@@ -104,6 +104,17 @@ def test_too_little_memory_is_refused_naming_the_biggest_step(offline, capsys):
     assert f"step {biggest.name} needs" in err and "0.5 GiB available" in err
 
 
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_the_prefix_states_kept_on_disk_are_sized(on_disk):
+    params = load_params(ROOT / "params/default.yaml", prefix_cache_on_disk=on_disk)
+    made = plan.make_plan(params)
+    held = sum(size for step in made.steps for size in step.host_memory.values())
+    disk = [line for line in plan.format_plan(made).splitlines() if line.startswith("disk")]
+    assert held > 0
+    assert disk == ([f"disk       up to {plan.format_size(held)} of prefix-activation states, "
+                     f"kept between runs in {params.cache_dir() / 'prefix'}"] if on_disk else [])
+
+
 def test_probe_times_a_block_of_the_smoke_model():
     params = load_params(ROOT / "params/smoke.yaml")
     probe = plan.probe_for(params)

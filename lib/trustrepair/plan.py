@@ -412,6 +412,10 @@ def format_plan(plan: Plan, available: tuple[int, str] | None = None) -> str:
             lines.append(f"               {format_size(size):>10}  {part} (host RAM)")
     if available is not None:
         lines.append(f"           available: {available[0] / GIB:.1f} GiB ({available[1]})")
+    cached = sum(size for step in plan.steps for size in step.host_memory.values())
+    if cached and p.prefix_cache_on_disk:
+        lines.append(f"disk       up to {format_size(cached)} of prefix-activation states, kept "
+                     f"between runs in {p.cache_dir() / 'prefix'}")
     if plan.probe is None:
         lines.append("time       not estimated (--no-probe)")
         return "\n".join(lines)
