@@ -10,8 +10,9 @@ import torch
 from trustrepair.attribution import detrimental, fit_and_score
 from trustrepair.data import load_hh, load_trust, split_trust
 from trustrepair.metrics import trust_logodds
-from trustrepair.models import tiny_model
+from trustrepair.models import decoder_blocks, tiny_model, tracked_linear_modules
 from trustrepair.params import AttributionParams, TinyModelParams
+from trustrepair.prefix import PrefixCache
 from trustrepair.repair import Preconditioner, pbrf_step, repair, subset_gradient
 
 DAMPING = 1e-3
@@ -68,6 +69,22 @@ def test_step_equals_a_dense_solve(fitted, tokenizer) -> None:
     params_after = dict(repaired.named_parameters())
     assert all(torch.equal(p, params_after[n]) for n, p in model.named_parameters()
                if n in untracked)
+
+
+def test_the_subset_gradient_through_the_prefix_cache_is_the_same(fitted, tokenizer,
+                                                                   tmp_path) -> None:
+    model, train, _, influence = fitted
+    pre = Preconditioner.load(influence.factors_dir, damping=DAMPING)
+    subset = train.select(range(6))
+    want = subset_gradient(model, tokenizer, subset, pre.modules, max_length=64)
+    cache = PrefixCache(model, len(decoder_blocks(model)) - 1, tmp_path)
+    got = subset_gradient(model, tokenizer, subset, pre.modules, max_length=64, cache=cache)
+    assert cache.misses == len(subset) and list(tmp_path.rglob("*.safetensors"))
+    for module, g in want.items():
+        torch.testing.assert_close(got[module], g, rtol=1e-4, atol=1e-5 * g.abs().max().item())
+    with pytest.raises(ValueError, match="prefix cache ends at block"):  # a block below it
+        subset_gradient(model, tokenizer, subset, tracked_linear_modules(model, 2),
+                        max_length=64, cache=cache)
 
 
 def test_repair_is_deterministic_and_leaves_the_input_alone(fitted, tokenizer) -> None:

@@ -77,7 +77,7 @@ class Ablations:
             self._gradients[key] = subset_gradient(
                 self.model, self.tokenizer, self.subset(target, selector),
                 self.preconditioner.modules, max_length=self.p.sft.max_length,
-                batch_size=self.p.attribution.train_batch_size)
+                batch_size=self.p.attribution.train_batch_size, cache=self.prefix)
         return pbrf_step(self.model, self.preconditioner, self._gradients[key], beta)
 
     def baseline(self, method: str, aspect: str) -> PreTrainedModel:

@@ -112,25 +112,31 @@ def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tor
 
 def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     subset: Dataset, modules: list[str], *, max_length: int,
-                    batch_size: int = 8) -> dict[str, torch.Tensor]:
+                    batch_size: int = 8,
+                    cache: prefix.PrefixCache | None = None) -> dict[str, torch.Tensor]:
     """mean_{z∈S} ∇L(z) per tracked module as a matrix [dW | db] (kronfluence's layout).
 
     L(z) is the summed response cross-entropy of z, the loss the scores differentiate.
+    With a ``cache`` below ``modules``, the forward pass runs only the blocks above it.
     """
+    if cache is not None:
+        cache.check_below(model, modules)
     named = dict(model.named_modules())
     params = {m: [p for p in (named[m].weight, named[m].bias) if p is not None] for m in modules}
     flat = [p for ps in params.values() for p in ps]
     totals = [torch.zeros_like(p, dtype=torch.float32) for p in flat]
     encoded = encode_dialogues(tokenizer, subset, max_length)
     device = next(model.parameters()).device
+    lm = prefix.through(cache, model)
     was_training = model.training
     model.eval()
     # Batches of similar length: a random subset padded in its own order wastes ~half.
-    for _, batch in length_sorted_batches(encoded, batch_size, tokenizer.pad_token_id, device,
-                                          desc="subset gradient"):
-        loss = response_loss(model, batch)
-        for total, grad in zip(totals, torch.autograd.grad(loss, flat), strict=True):
-            total += grad.float()
+    with prefix.filling(cache, [e["input_ids"] for e in encoded], "subset gradient"):
+        for _, batch in length_sorted_batches(encoded, batch_size, tokenizer.pad_token_id,
+                                              device, desc="subset gradient"):
+            loss = response_loss(lm, batch)
+            for total, grad in zip(totals, torch.autograd.grad(loss, flat), strict=True):
+                total += grad.float()
     model.train(was_training)
     out, i = {}, 0
     for module, ps in params.items():
@@ -199,7 +205,7 @@ def run_repair(exp: Experiment) -> dict:
             subset = train.select(indices)
             gradient = subset_gradient(model, tokenizer, subset, preconditioner.modules,
                                        max_length=p.sft.max_length,
-                                       batch_size=p.attribution.train_batch_size)
+                                       batch_size=p.attribution.train_batch_size, cache=cache)
             preconditioner.check_model(model)
             repaired = pbrf_step(model, preconditioner, gradient, p.repair.beta)
             evaluated = tests if target == COMMON else {target: tests[target]}
