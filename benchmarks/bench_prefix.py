@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from trustrepair.metrics import trust_logodds
+from trustrepair.metrics import IGNORE, encode, trust_logodds
 from trustrepair.models import decoder_blocks, load_pretrained, tiny_model
 from trustrepair.params import TinyModelParams
 from trustrepair.prefix import PrefixCache
@@ -92,8 +92,9 @@ def main() -> None:
     model, tokenizer, name = benchmark_model(args)
     data = triples(args.pairs // 2, args.words)
     prompts, responses = list(data["prompt"]), list(data["opponent"]) + list(data["proponent"])
-    n_tokens = [len(tokenizer(p + r)["input_ids"])
-                for p, r in zip(prompts * 2, responses, strict=True)]
+    encoded = [encode(tokenizer, p, r, 256) for p, r in zip(prompts * 2, responses, strict=True)]
+    n_tokens = [len(e["input_ids"]) for e in encoded]
+    n_scored = sum(sum(label != IGNORE for label in e["labels"]) for e in encoded)
     blocks = decoder_blocks(model)
     last = blocks[-1]
     start = {k: v.clone() for k, v in last.state_dict().items()}
@@ -108,6 +109,12 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}")
     print(f"{len(n_tokens)} scored pairs ({args.pairs // 2} triples), "
           f"{sum(n_tokens) / len(n_tokens):.0f} tokens on average, batch size 8")
+    # Weight-matrix products per variant: every block on every token, the head on scored ones.
+    block_mm = sum(p.numel() for p in blocks[-1].parameters() if p.ndim == 2) * sum(n_tokens)
+    head_mm = model.get_output_embeddings().weight.numel() * n_scored
+    print(f"weight-matmul bound on the per-variant speed-up: {len(blocks)} blocks + head vs "
+          f"1 block + head = {(len(blocks) * block_mm + head_mm) / (block_mm + head_mm):.1f}x "
+          f"(the head runs on {n_scored:,} of {sum(n_tokens):,} tokens)")
 
     folder = Path(tempfile.mkdtemp(prefix="bench_prefix."))
     start_s = time.perf_counter()
