@@ -9,9 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from trustrepair import cli, models, plan
+from trustrepair import cli, models, plan, sft
+from trustrepair.experiment import Experiment
 from trustrepair.params import ModelParams, TinyModelParams, load_params
 from trustrepair.pipeline import ALL_SECTIONS, fingerprint
+
+from .conftest import smoke_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (ROOT / "params").rglob("*.yaml") if not p.name.startswith("_"))
@@ -113,6 +116,42 @@ def test_the_prefix_states_kept_on_disk_are_sized(on_disk):
     assert held > 0
     assert disk == ([f"disk       up to {plan.format_size(held)} of prefix-activation states, "
                      f"kept between runs in {params.cache_dir() / 'prefix'}"] if on_disk else [])
+
+
+def test_only_the_named_steps_are_checked(offline):
+    made = plan.make_plan(load_params(ROOT / "params/default.yaml"))
+    smallest, *_, biggest = sorted(made.steps, key=lambda s: s.peak(on_gpu=False))
+    between = (smallest.peak(on_gpu=False) + biggest.peak(on_gpu=False)) // 2
+    plan.check_fits(made, between, "a test budget", steps=[smallest.name])
+    plan.check_fits(made, between, "a test budget", steps=[])
+    for steps in ([biggest.name], None):
+        with pytest.raises(plan.PlanRefused, match=f"step {biggest.name} needs"):
+            plan.check_fits(made, between, "a test budget", steps=steps)
+
+
+def test_a_step_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, monkeypatch):
+    exp = Experiment(smoke_params(tmp_path))
+    monkeypatch.setattr(plan, "memory_available", lambda device: (2**20, "a 1 MiB budget"))
+    monkeypatch.setattr(Experiment, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(plan.PlanRefused, match="step sft needs .* than the 0.0 GiB available"):
+        sft.run_sft(exp)
+    with pytest.raises(plan.PlanRefused, match="step attribution needs"):
+        exp.checked_plan("attribution")
+    assert "plan for smoke" in exp.checked_plan()  # nothing named, nothing refused
+
+
+def test_a_sharded_sft_is_left_to_its_launcher(tmp_path, monkeypatch):
+    """Under accelerate's FSDP each process holds a shard; the plan sizes a whole one."""
+    exp = Experiment(smoke_params(tmp_path))
+    monkeypatch.setattr(plan, "memory_available", lambda device: (2**20, "a 1 MiB budget"))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+
+    def load_model(*args, **kwargs):
+        raise InterruptedError("reached the model")
+
+    monkeypatch.setattr(Experiment, "load_model", load_model)
+    with pytest.raises(InterruptedError):
+        sft.run_sft(exp)
 
 
 def test_probe_times_a_block_of_the_smoke_model():

@@ -20,6 +20,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel
 
 from trustrepair import data
+from trustrepair import plan as planning
 from trustrepair.artifacts import is_main_process, read_json, write_json
 from trustrepair.models import load_pretrained, prepare_base_model, resolve_device
 from trustrepair.params import Params, load_params
@@ -166,6 +167,18 @@ class Experiment:
             return None
         directory = self.params.cache_dir() / "prefix" if self.params.prefix_cache_on_disk else None
         return for_tracked_blocks(model, self.params.attribution.tracked_blocks, directory)
+
+    def checked_plan(self, *steps: str) -> str:
+        """This run's plan as ``trustrepair plan --no-probe`` prints it (no weights loaded).
+
+        Raises :class:`~trustrepair.plan.PlanRefused`, before any compute, when one of
+        ``steps`` (``sft``, ``attribution``, ``evaluation``) would not fit in the memory
+        this machine has.
+        """
+        the_plan = planning.make_plan(self.params)
+        available = planning.memory_available(the_plan.device)
+        planning.check_fits(the_plan, *available, steps=steps)
+        return planning.format_plan(the_plan, available)
 
     def load_model(self, path: str | os.PathLike[str] | None = None):
         """(model, tokenizer) from ``path`` (default: the base model), on the device."""

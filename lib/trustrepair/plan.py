@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,10 +351,15 @@ class PlanRefused(RuntimeError):
     """The estimated peak memory exceeds what the machine has."""
 
 
-def check_fits(plan: Plan, available: int, seen_as: str) -> None:
-    """Refuse a run whose biggest step would not fit, with the numbers."""
+def check_fits(plan: Plan, available: int, seen_as: str,
+               steps: Collection[str] | None = None) -> None:
+    """Refuse a run whose biggest step (of ``steps``, default all) would not fit, with the
+    numbers."""
     on_gpu = plan.device.startswith("cuda")
-    biggest = max(plan.steps, key=lambda s: s.peak(on_gpu))
+    checked = [s for s in plan.steps if steps is None or s.name in steps]
+    if not checked:
+        return
+    biggest = max(checked, key=lambda s: s.peak(on_gpu))
     if biggest.peak(on_gpu) <= available:
         return
     part, size = max({**biggest.memory, **({} if on_gpu else biggest.host_memory)}.items(),

@@ -7,6 +7,7 @@ model is saved with ``save_pretrained`` and the run's metrics as JSON beside it.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 
@@ -110,6 +111,8 @@ def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple
         metrics_path.unlink()
 
     def train_model() -> dict:
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":  # the plan is unsharded
+            exp.checked_plan("sft")
         model, tokenizer = exp.load_model()
         return finetune(model, tokenizer, train, exp.params.sft, out_dir,
                         checkpoint_dir=out_dir / "checkpoints" / exp.fingerprint(step),
