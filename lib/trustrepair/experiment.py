@@ -168,14 +168,16 @@ class Experiment:
         directory = self.params.cache_dir() / "prefix" if self.params.prefix_cache_on_disk else None
         return for_tracked_blocks(model, self.params.attribution.tracked_blocks, directory)
 
-    def checked_plan(self, *steps: str) -> str:
-        """This run's plan as ``trustrepair plan --no-probe`` prints it (no weights loaded).
+    def checked_plan(self, *steps: str, probe: bool = True) -> str:
+        """This run's plan as ``trustrepair plan`` prints it (no weights loaded; ``probe``
+        times one random-init block for the time estimates).
 
         Raises :class:`~trustrepair.plan.PlanRefused`, before any compute, when one of
         ``steps`` (``sft``, ``attribution``, ``evaluation``) would not fit in the memory
         this machine has.
         """
-        the_plan = planning.make_plan(self.params)
+        the_plan = planning.make_plan(self.params,
+                                      planning.probe_for(self.params) if probe else None)
         available = planning.memory_available(the_plan.device)
         planning.check_fits(the_plan, *available, steps=steps)
         return planning.format_plan(the_plan, available)

@@ -112,7 +112,7 @@ def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple
 
     def train_model() -> dict:
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":  # the plan is unsharded
-            exp.checked_plan("sft")
+            exp.checked_plan("sft", probe=False)
         model, tokenizer = exp.load_model()
         return finetune(model, tokenizer, train, exp.params.sft, out_dir,
                         checkpoint_dir=out_dir / "checkpoints" / exp.fingerprint(step),
