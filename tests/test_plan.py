@@ -155,6 +155,15 @@ def test_a_sharded_sft_is_left_to_its_launcher(tmp_path, monkeypatch):
         sft.run_sft(exp)
 
 
+def test_the_probe_leaves_the_random_state_alone():
+    params = load_params(ROOT / "params/smoke.yaml")
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    plan.probe_for(params)
+    assert torch.equal(torch.rand(3), want)
+
+
 def test_probe_times_a_block_of_the_smoke_model():
     params = load_params(ROOT / "params/smoke.yaml")
     probe = plan.probe_for(params)

@@ -184,8 +184,17 @@ class Probe:
 
 def probe(shape: ModelShape, batch: int, length: int, dtype: str = "float32",
           device: torch.device | str = "cpu") -> Probe:
-    """Time one block's forward and forward+backward on ``batch × length`` hidden states."""
+    """Time one block's forward and forward+backward on ``batch × length`` hidden states.
+
+    Leaves the random state as it found it: a notebook's plan must not change its results.
+    """
     device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _probe(shape, batch, length, dtype, device)
+
+
+def _probe(shape: ModelShape, batch: int, length: int, dtype: str,
+           device: torch.device) -> Probe:
     config = hf_config(shape, layers=1)
     config.vocab_size = 8  # the block is timed, not the embedding
     with device:
