@@ -155,12 +155,12 @@ def test_a_sharded_sft_is_left_to_its_launcher(tmp_path, monkeypatch):
         sft.run_sft(exp)
 
 
-def test_the_probe_leaves_the_random_state_alone():
-    params = load_params(ROOT / "params/smoke.yaml")
+def test_a_notebooks_plan_leaves_the_random_state_alone(tmp_path):
+    exp = Experiment(smoke_params(tmp_path))
     torch.manual_seed(0)
     want = torch.rand(3)
     torch.manual_seed(0)
-    plan.probe_for(params)
+    exp.checked_plan()
     assert torch.equal(torch.rand(3), want)
 
 
