@@ -157,29 +157,34 @@ class PrefixCache:
         try:
             yield
         finally:
-            self.save(set(new))
+            self._save(set(new))
 
-    def save(self, keys: set[str] | None = None) -> Path | None:
-        """Write the computed, unsaved states (of ``keys``, default all) as one shard."""
-        todo = self._unsaved if keys is None else self._unsaved & keys
+    def _save(self, keys: set[str]) -> None:
+        """Write the computed, unsaved states of ``keys`` as one shard."""
+        todo = self._unsaved & keys
         if self.directory is None or not todo:
-            return None
+            return
         names = sorted(todo)
         digest = hashlib.blake2b("".join(names).encode(), digest_size=16).hexdigest()
-        shard = self.directory / f"{digest}.safetensors"
-        with atomic_path(shard) as tmp:
+        with atomic_path(self.directory / f"{digest}.safetensors") as tmp:
             save_file({k: self.states[k].contiguous() for k in names}, str(tmp))
         self._unsaved -= todo
-        return shard
 
-    def _load(self, keys: list[str]) -> None:
-        """Read the shards that hold ``keys`` into RAM."""
-        for shard in dict.fromkeys(self._shards[k] for k in keys):
+    def _states(self, model: PreTrainedModel, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The states of unpadded token rows: from RAM, else from their shard on disk, else
+        computed by ``model`` (in one batch)."""
+        keys = [_key(row) for row in rows]
+        for shard in dict.fromkeys(self._shards[k] for k in keys
+                                   if k not in self.states and k in self._shards):
             states = load_file(shard)
             self.states.update(states)
             self.loaded += len(states)
             for k in states:
                 self._shards.pop(k, None)
+        missing = {k: row for k, row in zip(keys, rows, strict=True) if k not in self.states}
+        if missing:
+            self._fill(model, missing)
+        return [self.states[k] for k in keys]
 
     def check_below(self, model: PreTrainedModel, modules: list[str]) -> None:
         """Refuse a cache that holds the output of a module that is trained or tracked:
@@ -251,18 +256,11 @@ class _CachedPrefixLM(nn.Module):
         if not torch.equal(attention_mask.bool(), positions < lengths[:, None]):
             raise ValueError("PrefixCache needs right-padded batches (attention mask 1...1 0...0)")
         rows = [row[:n] for row, n in zip(input_ids, lengths.tolist(), strict=True)]
-        keys = [_key(row) for row in rows]
-        on_disk = [k for k in keys if k not in self.cache.states and k in self.cache._shards]
-        if on_disk:
-            self.cache._load(on_disk)
-        missing = {k: row for k, row in zip(keys, rows, strict=True) if k not in self.cache.states}
-        if missing:
-            self.cache._fill(self.model, missing)
+        states = self.cache._states(self.model, rows)
         embed = self.model.get_input_embeddings().weight
         hidden = torch.zeros((*input_ids.shape, embed.shape[1]), dtype=embed.dtype,
                              device=embed.device)
-        for row, key in enumerate(keys):
-            state = self.cache.states[key]
+        for row, state in enumerate(states):
             hidden[row, :len(state)] = state
         blocks = decoder_blocks(self.model)[self.cache.first_block:]
         hidden = _run_blocks(self.model, hidden, attention_mask, blocks)
