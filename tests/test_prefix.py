@@ -97,6 +97,13 @@ def test_wrapped_model_acts_like_a_module(tiny_lm) -> None:
     assert not wrapped.eval().training and not tiny_lm.training
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_scoring_through_the_cache_leaves_the_models_mode_alone(tiny_lm, tokenizer, mode) -> None:
+    model = copy.deepcopy(tiny_lm).train(mode == "train")
+    trust_logodds(PrefixCache(model, 1).wrap(model), tokenizer, TRIPLES)
+    assert model.training == (mode == "train")
+
+
 @pytest.mark.parametrize("block", [0, 1])
 def test_a_changed_lower_block_is_refused(tiny_lm, block) -> None:
     cache = PrefixCache(tiny_lm, 2)

@@ -236,6 +236,9 @@ class _CachedPrefixLM(nn.Module):
         super().__init__()
         self.cache = cache
         self.model = model  # a submodule: parameters(), eval() and train() reach it
+        # Start in the model's mode, so that code which saves and restores ``training``
+        # around a pass leaves the model as it found it.
+        self.train(model.training)
 
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> CausalLMOutputWithPast:
