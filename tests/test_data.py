@@ -1,7 +1,9 @@
 """Loaders of the SFT corpus and the trust triples, on synthetic fixtures and on the real files.
 
 The real-file tests read the offline mirror (``$TRUST_DATA_DIR`` or ``../shared/data`` beside the
-repository) and are skipped where it is absent; the hub is faked, never reached.
+repository) and are skipped where it is absent; the hub is faked, never reached. Damaged files are
+fixture files broken on purpose: each must fail with one ``DataError`` sentence or, for a few
+unusable rows, warn with the count per reason.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import csv
 import gzip
 import json
 import os
+import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -21,9 +25,8 @@ from trustrepair import data
 from trustrepair.data import hh, trust
 from trustrepair.data.sources import DATA_DIR_ENV
 
-REAL_DATA = Path(
-    os.environ.get(DATA_DIR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+AMBIENT_DATA_DIR = os.environ.get(DATA_DIR_ENV)  # read before _no_ambient_data_dir clears it
+REAL_DATA = Path(AMBIENT_DATA_DIR or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_real_data = pytest.mark.skipif(
     not (REAL_DATA / trust.STEREOTYPE_FILENAME).is_file(),
     reason=f"offline data mirror not found at {REAL_DATA} (set {DATA_DIR_ENV} to run these tests)",
@@ -130,8 +133,12 @@ def test_fixture_data_is_deterministic_and_in_the_mirror_schema(tmp_path: Path) 
 
 # HH
 
-def test_load_hh_drops_bad_rows_and_splits_deterministically(fixture_dir: Path) -> None:
-    splits = data.load_hh(fixture_dir, test_fraction=0.25, seed=0)
+def test_load_hh_drops_bad_rows_and_splits_deterministically(fixture_dir: Path, capsys) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", data.DataWarning)  # 1 row in 120: said, not warned
+        splits = data.load_hh(fixture_dir, test_fraction=0.25, seed=0)
+    assert "dropped 1 of 120 rows as unusable (empty last assistant turn: 1)" in \
+        capsys.readouterr().out
     n = len(splits["train"]) + len(splits["test"])
     assert n == 120 - 2  # one duplicate dialogue, one empty last assistant turn
     assert splits["train"].column_names == ["id", "prompt", "response"]
@@ -168,7 +175,8 @@ def test_load_hh_from_the_hub_keeps_its_splits(monkeypatch: pytest.MonkeyPatch) 
 # trust
 
 def test_trust_loaders_on_fixtures(fixture_dir: Path) -> None:
-    truth = data.load_trust("truthfulness", fixture_dir)
+    with pytest.warns(data.DataWarning, match=r"1 of 40 rows .*\(no incorrect answer: 1\)"):
+        truth = data.load_trust("truthfulness", fixture_dir)
     assert len(truth) == 40 - 1  # one question has no incorrect answer
     assert truth[0]["prompt"] == truth[0]["group"] + "\n\nAnswer:"
     ethics = data.load_trust("machine_ethics", fixture_dir)
@@ -230,7 +238,7 @@ def test_trust_loaders_read_the_hub_schemas(monkeypatch: pytest.MonkeyPatch) -> 
     hub = {
         (trust.TRUTHFULQA_HUB_ID, "generation"): {
             "question": ["Q1?", "Q2?"], "best_answer": ["Yes", "No"],
-            "incorrect_answers": [["No", "Maybe"], []]},
+            "incorrect_answers": [["No", "Maybe"], ["", "Yes"]]},
         (trust.ETHICS_HUB_ID, "commonsense"): {
             "label": [0, 1, 1], "input": ["I helped.", "I lied.", "I lied at length."],
             "is_short": [True, True, False], "edited": [False] * 3},
@@ -246,13 +254,181 @@ def test_trust_loaders_read_the_hub_schemas(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(datasets, "load_dataset", fake_hub)
     truth = data.load_trust("truthfulness")
-    assert (truth["proponent"], truth["opponent"]) == ([" Yes"], [" No"])
+    assert (truth["proponent"], truth["opponent"]) == ([" Yes", " No"], [" No", " Yes"])
     ethics = data.load_trust("machine_ethics")
     assert (ethics["proponent"], ethics["opponent"]) == ([" I helped."], [" I lied."])
     bias = data.load_trust("stereotypical_bias")
     assert bias["proponent"] == [" Zorvians are as capable at math as anyone else."]
     assert [c[2]["split"] for c in calls] == ["validation", "test", "train"]
     assert calls[2][2]["data_files"] == [trust.STEREOTYPE_HUB_FILE]
+
+
+def test_hub_split_without_a_column_names_the_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    renamed = {"question": ["Q?"], "best": ["Yes"], "incorrect_answers": [["No"]]}
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: Dataset.from_dict(renamed))
+    with pytest.raises(data.DataError, match=(
+            f"^{trust.TRUTHFULQA_HUB_ID} has no column 'best_answer' "
+            r"\(found: question, best, incorrect_answers\)")):
+        data.load_trust("truthfulness")
+
+
+# damaged files
+
+LOADERS: dict[str, Callable[[Path], object]] = {
+    hh.HH_FILENAME: lambda folder: data.load_hh(folder),
+    trust.TRUTHFULQA_FILENAME: lambda folder: data.load_trust("truthfulness", folder),
+    trust.ETHICS_FILENAME: lambda folder: data.load_trust("machine_ethics", folder),
+    trust.STEREOTYPE_FILENAME: lambda folder: data.load_trust("stereotypical_bias", folder),
+}
+
+
+def _edit_hh(path: Path, edit: Callable[[int, str], str]) -> None:
+    """Rewrite each line of a gzipped JSON-lines file as ``edit(position, line)``."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        edited = [edit(position, line.rstrip("\n")) for position, line in enumerate(lines)]
+    path.write_bytes(gzip.compress("".join(f"{line}\n" for line in edited).encode()))
+
+
+def _edit_csv(path: Path, edit: Callable[[int, dict[str, str]], dict[str, str]]) -> None:
+    """Rewrite each row of a CSV file as ``edit(position, row)``; the header follows row 0."""
+    with path.open(newline="", encoding="utf-8") as lines:
+        rows = [edit(position, row) for position, row in enumerate(csv.DictReader(lines))]
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _assert_one_sentence(err: data.DataError, path: Path) -> None:
+    message = str(err)
+    assert isinstance(err, ValueError)  # so the command line prints it as one line
+    assert str(path) in message and "\n" not in message
+    assert message.endswith(f"replace it with {path.name} from the offline data mirror "
+                            "(see the shared data README)")
+
+
+def test_hh_with_every_second_line_truncated_fails_with_the_counts(tmp_path: Path) -> None:
+    folder = data.write_fixture_data(tmp_path)
+    path = folder / hh.HH_FILENAME
+    _edit_hh(path, lambda at, line: line[: len(line) // 2] if at % 2 else line)
+    with pytest.raises(data.DataError) as caught:
+        data.load_hh(folder)
+    _assert_one_sentence(caught.value, path)
+    assert "60 of 120 rows are unusable (unparseable JSON line: 60), more than the 5%" in str(
+        caught.value)
+
+
+def test_a_few_unusable_hh_lines_warn_with_the_count_per_reason(tmp_path: Path) -> None:
+    folder = data.write_fixture_data(tmp_path)
+    path = folder / hh.HH_FILENAME
+    broken = {10: lambda line: line[:-20], 20: lambda line: json.dumps({"rejected": "x"}),
+              30: lambda line: json.dumps({"chosen": "\n\nHuman: Anyone there?"})}
+    _edit_hh(path, lambda at, line: broken[at](line) if at in broken else line)
+    with pytest.warns(data.DataWarning) as caught:
+        splits = data.load_hh(folder)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: dropped 4 of 120 rows as unusable (unparseable JSON line: 1, "
+        "no 'chosen' transcript: 1, no assistant turn: 1, empty last assistant turn: 1)"]
+    assert len(splits["train"]) + len(splits["test"]) == 120 - 4 - 1  # and one duplicate
+
+
+@pytest.mark.parametrize("n_empty", [3, 20])
+def test_empty_truthfulqa_answers_are_counted(tmp_path: Path, n_empty: int) -> None:
+    """3 empty best answers and the fixture's question without incorrect answers are 4 % of
+    100 rows, a warning; 20 and that one are 21 %, a damaged file."""
+    folder = data.write_fixture_data(tmp_path, n_questions=100)
+    path = folder / trust.TRUTHFULQA_FILENAME
+    _edit_csv(path, lambda at, row: {**row, "Best Answer": ""} if 10 <= at < 10 + n_empty else row)
+    counts = f"(empty best answer: {n_empty}, no incorrect answer: 1)"
+    if n_empty == 3:
+        with pytest.warns(data.DataWarning) as caught:
+            assert len(data.load_trust("truthfulness", folder)) == 96
+        assert [str(w.message) for w in caught] == [
+            f"{path}: dropped 4 of 100 rows as unusable {counts}"]
+    else:
+        with pytest.raises(data.DataError, match=r"21 of 100 rows are unusable") as caught:
+            data.load_trust("truthfulness", folder)
+        _assert_one_sentence(caught.value, path)
+        assert counts in str(caught.value)
+
+
+@pytest.mark.parametrize("filename, column", [
+    (trust.TRUTHFULQA_FILENAME, "Best Answer"),
+    (trust.ETHICS_FILENAME, "label"),
+    (trust.STEREOTYPE_FILENAME, "target_group"),
+])
+def test_missing_column_names_the_column_and_the_file(
+    tmp_path: Path, filename: str, column: str
+) -> None:
+    folder = data.write_fixture_data(tmp_path)
+    path = folder / filename
+    _edit_csv(path, lambda at, row: {k: v for k, v in row.items() if k != column})
+    with pytest.raises(data.DataError) as caught:
+        LOADERS[filename](folder)
+    _assert_one_sentence(caught.value, path)
+    assert f"has no column {column!r} (found: " in str(caught.value)
+
+
+def _truncate(raw: bytes) -> bytes:
+    return raw[: len(raw) // 2]
+
+
+def _scramble_middle(raw: bytes) -> bytes:
+    middle = len(raw) // 2
+    return raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 64]) + raw[middle + 64:]
+
+
+@pytest.mark.parametrize("filename, damage, problem", [
+    (hh.HH_FILENAME, _truncate, "is a truncated gzip file"),
+    (hh.HH_FILENAME, gzip.decompress, "is not gzip-compressed although its name ends in .gz"),
+    (hh.HH_FILENAME, _scramble_middle, "is a damaged gzip file"),
+    (trust.TRUTHFULQA_FILENAME, lambda raw: raw.replace(b"Nothing", "Ñothing".encode("latin-1")),
+     "is not UTF-8 text"),
+    (trust.ETHICS_FILENAME, lambda raw: b"", "is empty"),
+    (trust.STEREOTYPE_FILENAME, lambda raw: b"\n" + raw, "has no header row"),
+], ids=["truncated-gzip", "plain-text-named-gz", "damaged-gzip", "latin-1", "empty", "no-header"])
+def test_unreadable_file_fails_with_one_sentence(
+    tmp_path: Path, filename: str, damage: Callable[[bytes], bytes], problem: str
+) -> None:
+    folder = data.write_fixture_data(tmp_path)
+    path = folder / filename
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(data.DataError, match=problem) as caught:
+        LOADERS[filename](folder)
+    _assert_one_sentence(caught.value, path)
+
+
+def test_bad_ethics_labels_are_counted_drops(tmp_path: Path) -> None:
+    """A label other than 0 or 1 is an unusable row, like any other: one warns, a file of them
+    fails. The long scenarios the loader leaves out by design are not mentioned."""
+    folder = data.write_fixture_data(tmp_path)
+    path = folder / trust.ETHICS_FILENAME
+    _edit_csv(path, lambda at, row: {**row, "label": "2"} if at == 5 else row)
+    with pytest.warns(data.DataWarning) as caught:
+        data.load_trust("machine_ethics", folder)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: dropped 1 of 80 rows as unusable (label not 0 or 1: 1)"]
+    _edit_csv(path, lambda at, row: {**row, "label": ("right", "wrong")[at % 2]})
+    with pytest.raises(data.DataError, match=r"80 of 80 rows .*\(label not 0 or 1: 80\)") as err:
+        data.load_trust("machine_ethics", folder)
+    _assert_one_sentence(err.value, path)
+
+
+def test_empty_target_group_and_cut_off_row_are_counted(tmp_path: Path) -> None:
+    folder = data.write_fixture_data(tmp_path)
+    path = folder / trust.STEREOTYPE_FILENAME
+    _edit_csv(path, lambda at, row: {**row, "target_group": " "} if at == 3 else row)
+    with pytest.warns(data.DataWarning) as caught:
+        assert len(data.load_trust("stereotypical_bias", folder)) == 6 * 4 - 1
+    assert [str(w.message) for w in caught] == [
+        f"{path}: dropped 1 of 24 rows as unusable (empty target group: 1)"]
+    path = folder / trust.ETHICS_FILENAME
+    cut_off = path.read_text(encoding="utf-8").rstrip().rsplit(",", 2)[0]  # no is_short, edited
+    path.write_text(cut_off, encoding="utf-8")
+    with pytest.warns(data.DataWarning) as caught:
+        data.load_trust("machine_ethics", folder)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: dropped 1 of 80 rows as unusable (fewer fields than the header: 1)"]
 
 
 # real files
@@ -303,3 +479,23 @@ def test_real_hh_split_has_no_leakage() -> None:
     pairs = {name: set(zip(s["prompt"], s["response"], strict=True)) for name, s in splits.items()}
     assert not pairs["train"] & pairs["test"]
     assert not set(splits["train"]["id"]) & set(splits["test"]["id"])
+
+
+def test_real_mirror_drops_only_the_known_empty_dialogues(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys) -> None:
+    """Through ``$TRUST_DATA_DIR`` as a run finds it: no file warns, and the HH loader says
+    that it left out the four transcripts that end in an empty assistant turn."""
+    if not AMBIENT_DATA_DIR:
+        pytest.skip(f"{DATA_DIR_ENV} is not set, so there is no offline data mirror to load")
+    if not Path(AMBIENT_DATA_DIR).is_dir():
+        pytest.skip(f"{DATA_DIR_ENV}={AMBIENT_DATA_DIR} is not a folder")
+    monkeypatch.setenv(DATA_DIR_ENV, AMBIENT_DATA_DIR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", data.DataWarning)
+        assert [len(data.load_trust(aspect)) for aspect in data.ASPECTS] == [817, 983, 1152]
+        capsys.readouterr()
+        splits = data.load_hh()
+    assert capsys.readouterr().out == (
+        f"{Path(AMBIENT_DATA_DIR) / hh.HH_FILENAME}: dropped 4 of 2,312 rows as unusable "
+        "(empty last assistant turn: 4)\n")
+    assert len(splits["train"]) + len(splits["test"]) == 2308

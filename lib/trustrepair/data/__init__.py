@@ -2,6 +2,7 @@
 
 from trustrepair.data.fixtures import write_fixture_data
 from trustrepair.data.hh import load_hh, split_transcript
+from trustrepair.data.reading import DataError, DataWarning
 from trustrepair.data.sources import DataNotFoundError, at_most, load_hub, resolve_source
 from trustrepair.data.stereotypes import COUNTERPARTS
 from trustrepair.data.trust import (
@@ -16,7 +17,9 @@ from trustrepair.data.trust import (
 __all__ = [
     "ASPECTS",
     "COUNTERPARTS",
+    "DataError",
     "DataNotFoundError",
+    "DataWarning",
     "at_most",
     "load_hh",
     "load_hub",

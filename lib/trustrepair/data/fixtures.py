@@ -1,9 +1,10 @@
 """Small synthetic stand-ins for the offline mirror, for tests and smoke runs.
 
 Same file names and schemas as the real files, so the real loaders read them, but every sentence
-is made up from the word lists below. A few rows are deliberately unusable (a duplicate dialogue,
-a dialogue ending in an empty assistant turn, a question without incorrect answers) so that the
-loaders' filtering is exercised too.
+is made up from the word lists below. A few rows are deliberately left out by the loaders, so that
+their filtering is exercised too: a duplicate dialogue (dropped by design), and a dialogue ending
+in an empty assistant turn and a question without incorrect answers (unusable: each loader warns
+that it dropped one row, well below the share at which a file counts as damaged).
 """
 
 from __future__ import annotations

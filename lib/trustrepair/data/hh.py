@@ -8,7 +8,6 @@ permutation, after dropping exact duplicates so no sample can sit on both sides.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
+from trustrepair.data.reading import DataError, Drops, open_text, remedy
 from trustrepair.data.sources import load_hub, resolve_source
 
 HH_FILENAME = "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -29,14 +29,21 @@ def split_transcript(text: str) -> tuple[str, str]:
     The prompt keeps the tag; the response keeps its leading space, so prompt + response gives
     back the transcript and tokenisation matches static-hh.
     """
+    problem = _uncuttable(text)
+    if problem:
+        raise ValueError(f"transcript cannot be cut ({problem}): {text[-80:]!r}")
+    cut = text.rfind(ASSISTANT_TAG) + len(ASSISTANT_TAG)
+    return text[:cut], text[cut:]
+
+
+def _uncuttable(text: str) -> str | None:
+    """Why a transcript has no static-hh cut (a reason ``Drops`` counts), or None."""
     cut = text.rfind(ASSISTANT_TAG)
     if cut < 0:
-        raise ValueError(f"transcript has no assistant turn ({ASSISTANT_TAG!r}): {text[:80]!r}")
-    cut += len(ASSISTANT_TAG)
-    prompt, response = text[:cut], text[cut:]
-    if not response.strip():
-        raise ValueError(f"transcript ends with an empty assistant turn: {text[-80:]!r}")
-    return prompt, response
+        return "no assistant turn"
+    if not text[cut + len(ASSISTANT_TAG):].strip():
+        return "empty last assistant turn"
+    return None
 
 
 def load_hh(
@@ -67,24 +74,39 @@ def load_hh(
 
 
 def _read_local(path: Path) -> list[dict[str, str]]:
-    """Re-cut each "chosen" transcript; drop rows that do not cut and exact duplicates."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Re-cut each "chosen" transcript; drop exact duplicates by design and count the lines
+    that cannot be cut as unusable (``Drops`` warns or fails about those)."""
+    drops = Drops(path, HH_FILENAME)
     rows, seen = [], set()
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for position, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                prompt, response = split_transcript(json.loads(line)["chosen"])
-            except ValueError:
-                continue
-            if (prompt, response) in seen:
-                continue
-            seen.add((prompt, response))
-            rows.append({"id": f"hh-{position:06d}", "prompt": prompt, "response": response})
+    for position, line in enumerate(open_text(path, HH_FILENAME)):
+        if not line.strip():
+            continue
+        drops.rows += 1
+        cut = _cut_line(line)
+        if isinstance(cut, str):
+            drops.drop(cut)
+            continue
+        if cut in seen:
+            continue
+        seen.add(cut)
+        prompt, response = cut
+        rows.append({"id": f"hh-{position:06d}", "prompt": prompt, "response": response})
+    drops.report()
     if not rows:
-        raise ValueError(f"{path} holds no transcript with a non-empty assistant turn")
+        raise DataError(f"{path} holds no dialogue: {remedy(HH_FILENAME)}")
     return rows
+
+
+def _cut_line(line: str) -> tuple[str, str] | str:
+    """(prompt, response) of a JSON line's "chosen" transcript, or why it has none."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return "unparseable JSON line"
+    transcript = record.get("chosen") if isinstance(record, dict) else None
+    if not isinstance(transcript, str):
+        return "no 'chosen' transcript"
+    return _uncuttable(transcript) or split_transcript(transcript)
 
 
 def _split_local(rows: list[dict[str, str]], *, test_fraction: float, seed: int) -> DatasetDict:
