@@ -2,19 +2,30 @@
 
 The paper fine-tunes on Anthropic HH (static) with AdamW (its Table 3). Checkpoints go
 to a folder per setting so an interrupted run resumes where it stopped; the finished
-model is saved with ``save_pretrained`` and the run's metrics as JSON beside it.
+model is saved with ``save_pretrained`` and the run's metrics as JSON beside it. A
+resumed run ends with the model and ``train_loss`` of the uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from functools import partial
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import collate, encode
@@ -57,13 +68,100 @@ def training_arguments(params: SFTParams, output_dir: Path, *, seed: int,
     )
 
 
+class _SeedBatchOrder(TrainerCallback):
+    """Reseeds the length-grouped batch order from the data seed and the epoch at each
+    epoch's start.
+
+    The Trainer's own length-grouped sampler draws from the global RNG, whose state after a
+    resume is not the one the uninterrupted run had at that epoch: the resumed run would
+    skip the right number of batches of a different order.
+    """
+
+    def __init__(self) -> None:
+        self.generator = torch.Generator()
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, **kwargs) -> None:
+        # state.epoch is fractional when a run resumes mid-epoch
+        self.generator.manual_seed(args.data_seed + math.floor(state.epoch))
+
+
+class _WholeRunLoss(TrainerCallback):
+    """Mean training loss per optimizer step over the whole run, resumed or not.
+
+    The Trainer's ``train_loss`` covers only the steps since the resume. The steps before
+    it are in the checkpoint's log history, unrounded, and complete because the loss is
+    logged at every checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.first_step, self.loss_before, self.logged_steps = 0, 0.0, 0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, **kwargs) -> None:
+        self.first_step = state.global_step
+        self.loss_before, self.logged_steps = _logged_loss(state.log_history)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState,
+                    control: TrainerControl, **kwargs) -> None:
+        # the steps after the last checkpoint are in the Trainer's own train_loss
+        if control.should_save and state.global_step < state.max_steps:
+            control.should_log = True
+
+    def mean(self, result: TrainOutput) -> float:
+        """Steps of a checkpoint that no log entry covers count as not run, not guessed."""
+        steps = result.global_step - self.first_step
+        return (self.loss_before + result.training_loss * steps) / (self.logged_steps + steps)
+
+
+class _ResumableTrainer(Trainer):
+    """A Trainer whose run, resumed from a checkpoint, ends with the model and the
+    ``train_loss`` of the uninterrupted run."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch_order, self._run_loss = _SeedBatchOrder(), _WholeRunLoss()
+        self.add_callback(self._batch_order)
+        self.add_callback(self._run_loss)
+
+    def train(self, *args, **kwargs) -> TrainOutput:
+        """Train; ``train_loss`` is the mean over all the run's steps, those before a resume
+        included."""
+        result = super().train(*args, **kwargs)
+        loss = self._run_loss.mean(result)
+        return TrainOutput(result.global_step, loss, {**result.metrics, "train_loss": loss})
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None
+                           ) -> torch.utils.data.Sampler | None:
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler.generator = self._batch_order.generator
+        return sampler
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str,
+                              model: torch.nn.Module | None = None) -> None:
+        """Load the checkpoint's weights under the names ``from_pretrained`` gives them.
+
+        Checkpoints keep a model's original weight names (GPT-NeoX saves ``lm_head`` as
+        ``embed_out``); the Trainer's loader matches names verbatim and would leave such a
+        weight at its value from before the resume, with only a warning. A model passed in
+        (FSDP's wrapped one) is left to the Trainer's loader.
+        """
+        if model is not None:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        saved = type(self.model).from_pretrained(resume_from_checkpoint, dtype=self.model.dtype)
+        self.model.load_state_dict(saved.state_dict())
+
+
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Dataset,
              params: SFTParams, out_dir: Path, *, checkpoint_dir: Path, seed: int = 0,
              resume: bool = True) -> dict:
     """Fine-tune ``model`` in place on ``train`` and save it to ``out_dir/model``.
 
     Resumes from the last checkpoint in ``checkpoint_dir`` if one exists (give each
-    setting its own folder). Returns the training metrics. Under torchrun or
+    setting its own folder). Returns the training metrics; ``train_loss`` is the mean loss
+    per optimizer step over the whole run, resumed or not. Under torchrun or
     ``accelerate launch`` every process trains (DDP) and the main one saves.
     """
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
@@ -71,9 +169,9 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
     encoded = tokenize_dialogues(train, tokenizer, params.max_length)
     args = training_arguments(params, checkpoint_dir, seed=seed,
                               use_cpu=not torch.cuda.is_available())
-    trainer = Trainer(model=model, args=args, train_dataset=encoded,
-                      data_collator=partial(_collate_for_training,
-                                            pad_token_id=tokenizer.pad_token_id))
+    trainer = _ResumableTrainer(model=model, args=args, train_dataset=encoded,
+                                data_collator=partial(_collate_for_training,
+                                                      pad_token_id=tokenizer.pad_token_id))
     checkpoint = (get_last_checkpoint(str(checkpoint_dir))
                   if resume and checkpoint_dir.is_dir() else None)
     if checkpoint:
@@ -119,6 +217,19 @@ def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple
                         seed=exp.params.seed, resume=not exp.recompute)
 
     return model_dir, exp.cached(step, metrics_path, train_model)
+
+
+def _logged_loss(log_history: list[dict]) -> tuple[float, int]:
+    """Summed training loss of the logged steps, and the last logged step.
+
+    Each log entry holds the mean loss of the steps since the entry before it.
+    """
+    total, last_step = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - last_step)
+            last_step = entry["step"]
+    return total, last_step
 
 
 def _collate_for_training(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,59 @@
+"""SFT resumed from a checkpoint ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import transformers.trainer
+from transformers import TrainerCallback
+
+from trustrepair.data import load_hh
+from trustrepair.params import SFTParams
+from trustrepair.sft import finetune
+
+INTERRUPT_STEP = 10
+"""Step 10 of 12: the second epoch, after the checkpoint at step 8."""
+
+
+class _InterruptAt(TrainerCallback):
+    """Stops training the way Ctrl-C does, after optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_resumed_sft_matches_uninterrupted(tiny_lm, tokenizer, fixture_data, tmp_path,
+                                           monkeypatch, group_by_length: bool) -> None:
+    """Stopped mid-epoch and resumed, SFT ends with the uninterrupted run's weights, bit for
+    bit, and its train_loss. Both families run: GPT-NeoX checkpoints store lm_head as
+    embed_out."""
+    train = load_hh(fixture_data, test_fraction=0.2)["train"].select(range(24))
+    params = SFTParams(epochs=2, learning_rate=3e-3, batch_size=4, max_length=32,
+                       save_steps=4, group_by_length=group_by_length)
+
+    def run(name: str, **kwargs) -> tuple[torch.nn.Module, dict]:
+        model = copy.deepcopy(tiny_lm)
+        metrics = finetune(model, tokenizer, train, params, tmp_path / name,
+                           checkpoint_dir=tmp_path / name / "checkpoints", **kwargs)
+        return model, metrics
+
+    whole, whole_metrics = run("whole")
+    with monkeypatch.context() as patch:
+        patch.setattr(transformers.trainer, "DEFAULT_CALLBACKS",
+                      [*transformers.trainer.DEFAULT_CALLBACKS, _InterruptAt(INTERRUPT_STEP)])
+        with pytest.raises(KeyboardInterrupt):
+            run("resumed")
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-8").is_dir()
+    resumed, resumed_metrics = run("resumed", resume=True)
+
+    assert resumed_metrics["steps"] == whole_metrics["steps"] == 12
+    for (name, want), got in zip(whole.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(got, want), f"{name}: max |dw| {(got - want).abs().max().item():.3g}"
+    assert resumed_metrics["train_loss"] == pytest.approx(whole_metrics["train_loss"], rel=1e-6)
