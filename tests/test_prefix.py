@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from trustrepair import models
@@ -186,3 +187,23 @@ def test_an_interrupted_pass_keeps_the_states_it_computed(tiny_lm, tokenizer, tm
     _logits(resumed.wrap(tiny_lm), collate(encoded, tokenizer.pad_token_id))
     assert (resumed.loaded, resumed.misses) == (2, 1)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["scaled", "truncated"])
+def test_an_altered_shard_is_recomputed_and_named(tiny_lm, tokenizer, tmp_path, capsys,
+                                                  damage) -> None:
+    first = PrefixCache(tiny_lm, 2, tmp_path)
+    want = trust_logodds(first.wrap(tiny_lm), tokenizer, TRIPLES, batch_size=2).per_triple
+    shard = next(first.directory.glob("*.safetensors"))
+    if damage == "scaled":  # the states of a wrong model, in a well-formed file
+        save_file({k: v * 1.05 for k, v in load_file(shard).items()}, str(shard))
+    else:
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    capsys.readouterr()
+    again = PrefixCache(tiny_lm, 2, tmp_path)
+    got = trust_logodds(again.wrap(tiny_lm), tokenizer, TRIPLES, batch_size=2).per_triple
+    assert torch.equal(got, want), "recomputed, not read from the altered shard"
+    assert again.loaded == 0 and again.misses == first.misses
+    out = capsys.readouterr().out
+    assert f"prefix cache: {shard} cannot be trusted" in out and "recomputed" in out
+    assert PrefixCache(tiny_lm, 2, tmp_path)._shards, "the recomputed states were saved again"

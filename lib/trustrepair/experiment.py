@@ -109,13 +109,14 @@ class Experiment:
 
     @cached_property
     def trust(self) -> dict[str, DatasetDict]:
-        """Trust triples per aspect, split train/test (test capped by ``max_test``)."""
+        """Trust triples per aspect, split train/test (capped by ``max_train``, ``max_test``)."""
         p = self.params.data.trust
         out = {}
         for aspect in p.aspects:
             triples = data.load_trust(aspect, p.source or self.data_source, seed=self.params.seed)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
                                       seed=self.params.seed)
+            splits["train"] = data.at_most(splits["train"], p.max_train, self.params.seed)
             splits["test"] = data.at_most(splits["test"], p.max_test, self.params.seed)
             out[aspect] = splits
         return out

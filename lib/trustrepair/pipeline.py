@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from trustrepair.params import Params
+from trustrepair.params import UNKEYED, Params
 
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "00_data": ("seed", "data"),
@@ -47,5 +47,5 @@ def sections_through(step: str) -> tuple[str, ...]:
 
 def fingerprint(params: Params, sections: tuple[str, ...]) -> str:
     """Short hash of the given sections' values."""
-    dumped = params.model_dump(mode="json", include=set(sections))
+    dumped = params.model_dump(mode="json", include=set(sections), exclude=UNKEYED)
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]

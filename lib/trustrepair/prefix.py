@@ -12,7 +12,8 @@ be right-padded, as :func:`trustrepair.metrics.collate` pads them.
 Given a ``directory``, the states are also kept on disk as safetensors shards, one per
 :func:`filling` (a dataset), in a folder named by the hash of the weights below
 ``first_block``: later steps and reruns of the same model read them instead of
-recomputing, and a different model can never read them.
+recomputing, and a different model can never read them. Each shard carries the checksum
+it was written with; one that was altered or truncated since is discarded and recomputed.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from trustrepair.artifacts import atomic_path
+from trustrepair.artifacts import atomic_path, checksum_problem, discard, write_checksum
 from trustrepair.models import decoder_blocks
 from trustrepair.plan import format_size
 
@@ -138,16 +139,19 @@ class PrefixCache:
         self._unsaved: set[str] = set()
         if self.directory is not None and self.directory.is_dir():
             for shard in sorted(self.directory.glob("*.safetensors")):
-                with safe_open(shard, framework="pt") as f:
-                    self._shards.update(dict.fromkeys(f.keys(), shard))
+                try:
+                    with safe_open(shard, framework="pt") as f:
+                        self._shards.update(dict.fromkeys(f.keys(), shard))
+                except (OSError, SafetensorError):
+                    self._discard(shard, "its header cannot be read")
 
     @contextlib.contextmanager
     def filling(self, sequences: Sequence[Sequence[int]], what: str) -> Iterator[None]:
         """Around a pass over ``sequences``: print the size of the states it will compute,
         then write them to one shard, also when the pass is interrupted (each state is
         whole, so a rerun resumes from them)."""
-        new = {_key(s): len(s) for s in sequences}
-        new = {k: n for k, n in new.items() if k not in self.states and k not in self._shards}
+        lengths = {_key(s): len(s) for s in sequences}
+        new = {k: n for k, n in lengths.items() if k not in self.states and k not in self._shards}
         if new:
             tokens = sum(new.values())
             where = f"into {self.directory}" if self.directory else "in RAM"
@@ -157,7 +161,7 @@ class PrefixCache:
         try:
             yield
         finally:
-            self._save(set(new))
+            self._save(set(lengths))  # also states recomputed for a discarded shard
 
     def _save(self, keys: set[str]) -> None:
         """Write the computed, unsaved states of ``keys`` as one shard."""
@@ -166,9 +170,18 @@ class PrefixCache:
             return
         names = sorted(todo)
         digest = hashlib.blake2b("".join(names).encode(), digest_size=16).hexdigest()
-        with atomic_path(self.directory / f"{digest}.safetensors") as tmp:
+        shard = self.directory / f"{digest}.safetensors"
+        with atomic_path(shard) as tmp:
             save_file({k: self.states[k].contiguous() for k in names}, str(tmp))
+        write_checksum(shard)
         self._unsaved -= todo
+
+    def _discard(self, shard: Path, problem: str) -> None:
+        """Forget a shard that cannot be trusted; its states are computed again."""
+        print(f"prefix cache: {shard} cannot be trusted ({problem}): discarded, its states "
+              f"will be recomputed", flush=True)
+        discard(shard)
+        self._shards = {k: s for k, s in self._shards.items() if s != shard}
 
     def _states(self, model: PreTrainedModel, rows: list[torch.Tensor]) -> list[torch.Tensor]:
         """The states of unpadded token rows: from RAM, else from their shard on disk, else
@@ -176,6 +189,10 @@ class PrefixCache:
         keys = [_key(row) for row in rows]
         for shard in dict.fromkeys(self._shards[k] for k in keys
                                    if k not in self.states and k in self._shards):
+            problem = checksum_problem(shard)
+            if problem is not None:
+                self._discard(shard, problem)
+                continue
             states = load_file(shard)
             self.states.update(states)
             self.loaded += len(states)
