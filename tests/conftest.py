@@ -43,6 +43,7 @@ def smoke_params(tmp_path: Path, file: str = "params/smoke.yaml", **overrides):
     return load_params(ROOT / file, **{"paths.runs": str(tmp_path / "runs"),
                                        "paths.tables": str(tmp_path / "tables"),
                                        "paths.figures": str(tmp_path / "figures"),
+                                       "paths.reports": str(tmp_path / "reports"),
                                        "paths.cache": str(tmp_path / "cache"), **overrides})
 
 

@@ -22,7 +22,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 def _params_file(tmp_path: Path, base: str = "smoke.yaml", **sections) -> Path:
     raw = {"extends": str(ROOT / "params" / base),
            "paths": {"runs": str(tmp_path / "runs"), "tables": str(tmp_path / "tables"),
-                     "figures": str(tmp_path / "figures"), "cache": str(tmp_path / "cache")},
+                     "figures": str(tmp_path / "figures"), "reports": str(tmp_path / "reports"),
+                     "cache": str(tmp_path / "cache")},
            **sections}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -1,12 +1,12 @@
-"""``trustrepair validate | plan | run | sft | figures`` — the commands the Makefile calls."""
+"""``trustrepair validate | plan | run | status | sft | figures`` — the commands the Makefile
+calls."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
-
-import yaml
 
 from trustrepair.params import ParamsError, load_params
 
@@ -17,7 +17,7 @@ def _validate(args: argparse.Namespace) -> None:
     from trustrepair.experiment import Experiment
 
     params = load_params(args.params)
-    print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
+    print(params.to_yaml(), end="")
     if args.data:
         for line in Experiment(params).check_data():
             print(line)
@@ -46,7 +46,15 @@ def _run(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     Experiment(params).check_data()
-    runner.run(params, Path(args.notebooks), only=args.only, force=args.force)
+    runner.run(params, Path(args.notebooks), only=args.only, force=args.force,
+               overwrite=args.overwrite, params_source=Path(args.params))
+
+
+def _status(args: argparse.Namespace) -> None:
+    from trustrepair import runner
+
+    for step, state in runner.status(load_params(args.params), Path(args.notebooks)).items():
+        print(f"{step:<16} {state}")
 
 
 def _sft(args: argparse.Namespace) -> None:
@@ -70,10 +78,19 @@ def _sft(args: argparse.Namespace) -> None:
 
 
 def _figures(args: argparse.Namespace) -> None:
-    from trustrepair import report
+    from trustrepair import report, runner
 
-    for path in report.build_all(load_params(args.params)):
+    params = load_params(args.params)
+    for path in report.build_all(params):
         print(path)
+    stale = {step: state for step, state in runner.status(params, Path(args.notebooks)).items()
+             if state.startswith("stale")}
+    for step, state in stale.items():
+        print(f"{step}: {state}; its tables and figures may be left from an earlier run",
+              file=sys.stderr)
+    if stale:
+        raise RuntimeError(f"results of {len(stale)} steps are missing or out of date: run "
+                           f"`trustrepair run {args.params}` first")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,14 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("params")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these steps (e.g. 01)")
     p.add_argument("--force", action="store_true", help="rerun steps that are up to date")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results that another params file of the same name made")
     p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
+    p = sub.add_parser("status", help="which steps are up to date, and why the others are not")
+    p.add_argument("params")
+    p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
+    p.set_defaults(func=_status)
     p = sub.add_parser("sft", help="step 01's fine-tuning alone; runs under torchrun or "
                                    "accelerate launch on several processes")
     p.add_argument("params")
     p.set_defaults(func=_sft)
     p = sub.add_parser("figures", help="rebuild tables and figures from saved results")
     p.add_argument("params")
+    p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
     p.set_defaults(func=_figures)
     args = parser.parse_args(argv)
     try:
@@ -109,7 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"trustrepair: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"trustrepair: error: {_os_message(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trustrepair: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
+
+
+def _os_message(err: OSError) -> str:
+    """One sentence for a failed write: which file, why, and which setting moves it."""
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"{where}cannot write here ({err.strerror}): point paths.runs, paths.tables, "
+                f"paths.figures or paths.cache at a writable folder")
+    if err.errno == errno.ENOSPC:
+        return f"{where}no space left on the disk: free some, or point paths.* elsewhere"
+    return f"{where}{err.strerror or err}"
 
 
 if __name__ == "__main__":

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from trustrepair.artifacts import atomic_path, read_json, write_text  # noqa: E402
-from trustrepair.params import ASPECTS, Params  # noqa: E402
+from trustrepair.artifacts import atomic_path, read_json, write_text
+from trustrepair.params import ASPECTS, Params, display_path
 
 ASPECT_LABELS = {"truthfulness": "Truthfulness", "machine_ethics": "Machine ethics",
                  "stereotypical_bias": "Stereotypical bias"}
@@ -76,8 +73,16 @@ def save_figure(fig: plt.Figure, directory: Path, stem: str) -> list[Path]:
             fig.savefig(tmp, format=ext,
                         metadata={"CreationDate": None} if ext == "pdf" else None)
         paths.append(path)
-    plt.close(fig)
     return paths
+
+
+def _finished(fig: plt.Figure) -> plt.Figure:
+    """Lay ``fig`` out and take it off pyplot's list of open figures. A notebook cell that
+    returns it then shows it once (the inline backend would show every open figure a
+    second time), and figures built one after another are not all kept in memory."""
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
 
 
 def table1_pre_post(pre: dict, post: dict) -> pd.DataFrame:
@@ -110,8 +115,7 @@ def plot_logodds_distributions(pre: dict, post: dict) -> plt.Figure:
         ax.axhline(0, color="0.3", lw=0.8, ls="--")
         ax.set(title=aspect, xlabel="", ylabel="log P(o|m) − log P(p|m)" if ax is axes[0][0]
                else "")
-    fig.tight_layout()
-    return fig
+    return _finished(fig)
 
 
 def build_sft_outputs(params: Params) -> list[Path]:
@@ -147,8 +151,7 @@ def plot_score_histograms(scores: dict) -> plt.Figure:
         ax.axvline(0, color="0.3", lw=0.8, ls="--")
         ax.set(title=ASPECT_LABELS[aspect], xlabel="detrimental score",
                ylabel="SFT samples" if ax is axes[0][0] else "")
-    fig.tight_layout()
-    return fig
+    return _finished(fig)
 
 
 def topk_overlap(scores: dict, k: int) -> pd.DataFrame:
@@ -192,8 +195,7 @@ def plot_selection_pca(features, scores, picks: dict[str, list[int]], title: str
     fig.colorbar(points, ax=ax, label="detrimental score")
     ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
     ax.legend(loc="best", frameon=True)
-    fig.tight_layout()
-    return fig
+    return _finished(fig)
 
 
 def build_selection_outputs(params: Params) -> list[Path]:
@@ -225,8 +227,7 @@ def plot_roc(roc: dict) -> plt.Figure:
         ax.set(title=ASPECT_LABELS[aspect], xlabel="false-positive rate",
                ylabel="true-positive rate" if ax is axes[0][0] else "")
     axes[0][-1].legend(loc="lower right", fontsize=6)
-    fig.tight_layout()
-    return fig
+    return _finished(fig)
 
 
 def build_planted_outputs(params: Params) -> list[Path]:
@@ -276,8 +277,7 @@ def plot_predicted_vs_actual(sweep: pd.DataFrame) -> plt.Figure:
     rho = frame[["predicted_change", "measured_change"]].corr(method="spearman").iloc[0, 1]
     ax.set(xlabel="predicted ΔF (eq. 6)", ylabel="measured ΔF", title=f"Spearman ρ = {rho:.2f}")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    return fig
+    return _finished(fig)
 
 
 def build_repair_outputs(params: Params) -> list[Path]:
@@ -375,8 +375,7 @@ def plot_figure2(grid: pd.DataFrame, post: dict) -> plt.Figure:
         axes[1][col].set_xticks(betas, [f"{b:g}" for b in betas], rotation=45)
         axes[1][col].minorticks_off()
     axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    return fig
+    return _finished(fig)
 
 
 def build_ablation_outputs(params: Params) -> list[Path]:
@@ -419,8 +418,7 @@ def plot_figure3(rows: pd.DataFrame) -> plt.Figure:
                             va="bottom", fontsize=7)
         ax.set_ylim(top=bars["seconds"].max() * 2)
         ax.set_title("retraining time / repair time above each bar")
-    fig.tight_layout()
-    return fig
+    return _finished(fig)
 
 
 def build_timing_outputs(params: Params) -> list[Path]:
@@ -472,5 +470,5 @@ def build_all(params: Params) -> list[Path]:
         try:
             paths += builder(params)
         except FileNotFoundError as missing:
-            print(f"skipping {step}: no saved results yet ({missing.filename})")
+            print(f"skipping {step}: no saved results yet ({display_path(missing.filename)})")
     return paths

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -17,12 +18,21 @@ import time
 from pathlib import Path
 
 import papermill
-import yaml
+from nbclient.exceptions import DeadKernelError
 
-from trustrepair.artifacts import read_json, write_json, write_text
+from trustrepair.artifacts import (
+    Locked,
+    describe_outputs,
+    locked,
+    outputs_problem,
+    read_json,
+    write_json,
+    write_text,
+)
 from trustrepair.experiment import RECOMPUTE_ENV
-from trustrepair.params import Params
+from trustrepair.params import Params, display_path, project_root
 from trustrepair.pipeline import ALL_SECTIONS, STEP_SECTIONS, enabled, fingerprint
+from trustrepair.publish import publish, tidy_executed
 
 PACKAGES = ("torch", "transformers", "kronfluence", "datasets", "accelerate", "papermill",
             "numpy", "matplotlib", "seaborn", "pydantic")
@@ -49,6 +59,35 @@ def step_key(params: Params, notebook: Path, upstream_key: str) -> str:
     return digest.hexdigest()
 
 
+def step_keys(params: Params, notebook_dir: Path) -> dict[Path, str]:
+    """Each notebook's key, chained in run order."""
+    keys, upstream = {}, ""
+    for notebook in notebooks(notebook_dir):
+        keys[notebook] = upstream = step_key(params, notebook, upstream)
+    return keys
+
+
+def status(params: Params, notebook_dir: Path) -> dict[str, str]:
+    """Per step: ``up to date``, ``disabled``, or why ``run`` would run it again (and a note
+    when it was computed with other library code than this checkout's). Changes nothing."""
+    manifest_path = params.run_dir() / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
+    keys = step_keys(params, notebook_dir)
+    out = {}
+    for notebook, key in keys.items():
+        step = notebook.stem
+        if not enabled(step, params):
+            out[step] = "disabled by these params"
+            continue
+        record = manifest["steps"].get(step, {})
+        inputs = _upstream_outputs(manifest, keys, notebook, params)
+        reason = _why_rerun(record, key, inputs, params.run_dir() / step)[0]
+        out[step] = "up to date" if reason is None else f"stale: {reason}"
+        if reason is None and record.get("lib") != lib_digest():
+            out[step] += " (computed with other library code than this checkout's)"
+    return out
+
+
 def environment_record() -> dict:
     versions = {}
     for name in PACKAGES:
@@ -65,19 +104,44 @@ def environment_record() -> dict:
             "packages": versions, "git_commit": commit}
 
 
+class RunRefused(RuntimeError):
+    """The run would clobber or race another run's results; the message says what to do."""
+
+
 def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
-        force: bool = False, kernel: str = "python3") -> dict:
-    """Execute the notebooks for ``params``; returns the manifest it wrote."""
+        force: bool = False, overwrite: bool = False, params_source: Path | None = None,
+        kernel: str = "python3") -> dict:
+    """Execute the notebooks for ``params``; returns the manifest it wrote.
+
+    A step reruns when it did not finish, when its key changed, when an earlier step's
+    outputs changed since it ran, or when one of its own recorded outputs is missing or
+    altered (then its saved results are recomputed, not reused). ``force`` recomputes the
+    selected steps; the manifest remembers it until the step finishes, so an interrupted
+    forced step is recomputed again rather than resumed from the results it was replacing.
+    Only one run at a time may use a run folder.
+    """
     run_dir = params.run_dir()
-    params_file = write_text(run_dir / "params.yaml",
-                             yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    try:
+        with locked(run_dir / "run.lock", holder="trustrepair run", wait=False):
+            return _run_locked(params, notebook_dir, only=only, force=force,
+                               overwrite=overwrite, params_source=params_source, kernel=kernel)
+    except Locked as held:
+        raise RunRefused(f"{display_path(run_dir)} is in use by {held}: wait for that run to end "
+                         f"or stop it") from None
+
+
+def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, force: bool,
+                overwrite: bool, params_source: Path | None, kernel: str) -> dict:
+    run_dir = params.run_dir()
     manifest_path = run_dir / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
-    manifest.update(params=params.model_dump(mode="json"), environment=environment_record())
+    source = str(display_path(params_source)) if params_source else None
+    _check_same_config(manifest, params, source, overwrite)
+    params_file = write_text(run_dir / "params.yaml", params.to_yaml())
+    manifest.update(params=params.model_dump(mode="json"), params_file=source,
+                    environment=environment_record())
     selected = _select(notebooks(notebook_dir), only)
-    keys, upstream = {}, ""
-    for notebook in notebooks(notebook_dir):
-        keys[notebook] = upstream = step_key(params, notebook, upstream)
+    keys = step_keys(params, notebook_dir)
     _check_upstream(manifest, keys, selected, params)
     for notebook, key in keys.items():
         step = notebook.stem
@@ -85,36 +149,146 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
             continue
         if not enabled(step, params):
             print(f"[{step}] not enabled by these params, skipped")
+            (run_dir / "notebooks" / notebook.name).unlink(missing_ok=True)  # not this run's
             continue
         record = manifest["steps"].get(step, {})
-        if not force and record.get("key") == key and record.get("status") == "done":
+        inputs = _upstream_outputs(manifest, keys, notebook, params)
+        reason, recompute = _why_rerun(record, key, inputs, run_dir / step)
+        if not force and reason is None:
             print(f"[{step}] up to date, skipped")
             continue
-        print(f"[{step}] running ...", flush=True)
-        manifest["steps"][step] = {"key": key, "status": "running", "started": time.time()}
+        recompute = recompute or force
+        print(f"[{step}] running{' (recomputing saved results)' if recompute else ''}"
+              f"{'' if force else f': {reason}'} ...", flush=True)
+        manifest["steps"][step] = {"key": key, "inputs": inputs, "status": "running",
+                                   "recompute": recompute, "started": time.time()}
         write_json(manifest_path, manifest)
-        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         executed = run_dir / "notebooks" / notebook.name
-        if force:  # the kernel inherits it: saved results of this step are recomputed
-            os.environ[RECOMPUTE_ENV] = "1"
         try:
-            papermill.execute_notebook(
-                str(notebook), str(executed),
-                parameters={"params_file": str(params_file.resolve())},
-                kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False, log_output=True)
-        except papermill.PapermillExecutionError as err:
-            manifest["steps"][step]["status"] = "failed"
+            _execute(notebook, executed, params_file, recompute=recompute, kernel=kernel)
+        except BaseException as err:
+            interrupted = isinstance(err, KeyboardInterrupt)
+            manifest["steps"][step]["status"] = "interrupted" if interrupted else "failed"
             write_json(manifest_path, manifest)
-            raise StepFailed(f"step {step} failed ({err.ename}: {err.evalue}); the executed "
-                             f"notebook with the traceback is {executed}") from None
-        finally:
-            os.environ.pop(RECOMPUTE_ENV, None)
+            raise _step_error(step, err, executed) from None
         seconds = time.perf_counter() - start
-        manifest["steps"][step].update(status="done", seconds=round(seconds, 1))
+        manifest["steps"][step] = {
+            "key": key, "inputs": inputs, "status": "done", "seconds": round(seconds, 1),
+            "lib": lib_digest(), "outputs": describe_outputs(run_dir / step)}
         write_json(manifest_path, manifest)
         print(f"[{step}] done in {seconds:.0f} s", flush=True)
+    if all(manifest["steps"].get(nb.stem, {}).get("status") == "done"
+           for nb in keys if enabled(nb.stem, params)):
+        for path in publish(run_dir / "notebooks", params.reports_dir()):
+            print(f"published {display_path(path)}")
     return manifest
+
+
+def _execute(notebook: Path, executed: Path, params_file: Path, *, recompute: bool,
+             kernel: str) -> None:
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    if recompute:  # the kernel inherits it: saved results of this step are recomputed
+        os.environ[RECOMPUTE_ENV] = "1"
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed),
+            parameters={"params_file": str(display_path(params_file))}, kernel_name=kernel,
+            cwd=str(project_root()), progress_bar=False, log_output=True)
+    finally:
+        os.environ.pop(RECOMPUTE_ENV, None)
+        if executed.exists():  # also a failed one: its traceback should read as well
+            tidy_executed(executed)
+
+
+def _why_rerun(record: dict, key: str, inputs: str, step_dir: Path) -> tuple[str | None, bool]:
+    """Why a step must run again (None if it is current), and whether its saved results
+    must be recomputed rather than reused."""
+    if record.get("status") != "done":
+        if record.get("recompute"):
+            return "a forced rerun of it did not finish", True
+        return ("it has not run yet" if not record else "it did not finish"), False
+    if record.get("key") != key:
+        return "its settings, its notebook or an earlier step's settings changed", False
+    if record.get("inputs") != inputs:
+        return "an earlier step's results changed since it ran", False
+    problem = outputs_problem(step_dir, record.get("outputs", {}))
+    if problem is not None:
+        return problem, True
+    return None, False
+
+
+def _upstream_outputs(manifest: dict, keys: dict[Path, str], notebook: Path,
+                      params: Params) -> str:
+    """Digest of the recorded outputs of every enabled step before ``notebook``."""
+    digest = hashlib.sha256()
+    for earlier in keys:
+        if earlier == notebook:
+            break
+        if enabled(earlier.stem, params):
+            outputs = manifest["steps"].get(earlier.stem, {}).get("outputs", {})
+            hashes = sorted((name, entry["sha256"]) for name, entry in outputs.items())
+            digest.update(json.dumps([earlier.stem, hashes]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _step_error(step: str, err: BaseException, executed: Path) -> Exception:
+    """One sentence naming the step, what happened and what to do."""
+    where = f"the executed notebook is {display_path(executed)}"
+    if isinstance(err, KeyboardInterrupt):
+        return StepFailed(f"step {step} interrupted: run the same command again to resume it")
+    if isinstance(err, DeadKernelError):
+        return StepFailed(f"step {step} failed: its kernel died, most often because the system "
+                          f"ran out of memory and killed it (see `trustrepair plan`); {where}")
+    if isinstance(err, papermill.PapermillExecutionError):
+        hint = _os_hint(err.evalue)
+        return StepFailed(f"step {step} failed ({err.ename}: {err.evalue}){hint}; {where} and "
+                          f"holds the traceback")
+    return StepFailed(f"step {step} failed ({type(err).__name__}: {err}); {where}")
+
+
+def _os_hint(message: str) -> str:
+    """A fix for the operating-system errors a long run meets, from the error's text."""
+    if "Read-only file system" in message or "Permission denied" in message:
+        return ": a folder it writes is not writable; point paths.runs / paths.cache elsewhere"
+    if "No space left on device" in message:
+        return ": the disk is full; free space or point paths.runs / paths.cache elsewhere"
+    return ""
+
+
+def _check_same_config(manifest: dict, params: Params, source: str | None,
+                       overwrite: bool) -> None:
+    """Refuse a params file that reuses the ``name`` of another file's results."""
+    before = manifest.get("params_file")
+    if overwrite or not source or not before or before == source:
+        return
+    differ = _differences(manifest.get("params", {}), params.model_dump(mode="json"))
+    if differ:
+        listed = ", ".join(differ[:6]) + (", ..." if len(differ) > 6 else "")
+        raise RunRefused(f"{display_path(params.run_dir())} holds the results of {before}, and "
+                         f"{source} uses the same name '{params.name}' with other settings "
+                         f"({listed}): give it its own name, or pass --overwrite to replace "
+                         f"those results")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dumps."""
+    out = []
+    for name in sorted(set(old) | set(new), key=str):
+        a, b = old.get(name), new.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{name}.")
+        elif a != b:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def lib_digest() -> str:
+    """Hash of the library's source, so a manifest shows which code produced a step."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _check_upstream(manifest: dict, keys: dict[Path, str], selected: list[Path],
@@ -127,9 +301,11 @@ def _check_upstream(manifest: dict, keys: dict[Path, str], selected: list[Path],
                 raise ValueError(f"step {notebook.stem} needs {stale}, which is not up to date "
                                  f"with these params: add it to --only, or run without --only")
             continue
+        if not enabled(notebook.stem, params):
+            continue
         record = manifest["steps"].get(notebook.stem, {})
-        if enabled(notebook.stem, params) and not (record.get("key") == key and
-                                                   record.get("status") == "done"):
+        inputs = _upstream_outputs(manifest, keys, notebook, params)
+        if _why_rerun(record, key, inputs, params.run_dir() / notebook.stem)[0] is not None:
             stale = stale or notebook.stem
 
 

@@ -1,0 +1,220 @@
+"""The runner's bookkeeping on a chain of two small notebooks: what reruns, what is
+recomputed, and which runs it refuses."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from trustrepair import cli, runner
+from trustrepair.artifacts import locked
+
+from .conftest import ROOT
+
+# Step 01 writes a value (kept unless its results are recomputed) and dies when asked to;
+# step 02 copies it. Both read only the params file that the runner passes.
+_WRITE = """\
+import os, pathlib, signal, time
+from trustrepair.params import load_params
+params = load_params(params_file)
+out = params.run_dir() / "01_write" / "value.txt"
+if not out.exists() or os.environ.get("TRUSTREPAIR_RECOMPUTE") == "1":
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(str(time.time_ns()))
+if (params.run_dir() / "die").exists():
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+_COPY = """\
+from trustrepair.params import load_params
+params = load_params(params_file)
+out = params.run_dir() / "02_copy" / "copy.txt"
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text((params.run_dir() / "01_write" / "value.txt").read_text())
+"""
+
+
+def _notebook(path: Path, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('params_file = "params/smoke.yaml"',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Path:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_write.ipynb", _WRITE)
+    _notebook(folder / "02_copy.ipynb", _COPY)
+    return folder
+
+
+def _params(tmp_path: Path, file: str = "params.yaml", **sections) -> Path:
+    raw = {"extends": str(ROOT / "params" / "smoke.yaml"),
+           "paths": {"runs": str(tmp_path / "runs"), "tables": str(tmp_path / "tables"),
+                     "figures": str(tmp_path / "figures"), "reports": str(tmp_path / "reports"),
+                     "cache": str(tmp_path / "cache")},
+           **sections}
+    path = tmp_path / file
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _run(params: Path, chain: Path, *flags: str) -> int:
+    return cli.main(["run", str(params), "--notebooks", str(chain), *flags])
+
+
+def _value(tmp_path: Path, step: str = "01_write/value.txt") -> str:
+    return (tmp_path / "runs" / "smoke" / step).read_text()
+
+
+def _manifest(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "runs" / "smoke" / "manifest.json").read_text())
+
+
+def test_manifest_records_each_outputs_hash(tmp_path: Path, chain: Path) -> None:
+    assert _run(_params(tmp_path), chain) == 0
+    outputs = _manifest(tmp_path)["steps"]["01_write"]["outputs"]
+    assert set(outputs) == {"value.txt"}
+    assert len(outputs["value.txt"]["sha256"]) == 64
+    assert outputs["value.txt"]["size"] == len(_value(tmp_path))
+
+
+def test_a_missing_or_altered_output_reruns_and_recomputes_its_step(
+        tmp_path: Path, chain: Path, capsys) -> None:
+    params = _params(tmp_path)
+    assert _run(params, chain) == 0
+    first = _value(tmp_path)
+    (tmp_path / "runs" / "smoke" / "01_write" / "value.txt").unlink()
+    capsys.readouterr()
+    assert _run(params, chain) == 0
+    out = capsys.readouterr().out
+    assert "01_write/value.txt is missing" in out and "recomputing" in out
+    second = _value(tmp_path)
+    assert second != first
+    assert _value(tmp_path, "02_copy/copy.txt") == second, "downstream reran on the new result"
+
+    (tmp_path / "runs" / "smoke" / "01_write" / "value.txt").write_text("tampered")
+    assert _run(params, chain) == 0
+    assert "changed since the step wrote it" in capsys.readouterr().out
+    assert _value(tmp_path) not in ("tampered", second)
+    assert _value(tmp_path, "02_copy/copy.txt") == _value(tmp_path)
+
+
+def test_unchanged_outputs_are_up_to_date(tmp_path: Path, chain: Path, capsys) -> None:
+    params = _params(tmp_path)
+    assert _run(params, chain) == 0
+    capsys.readouterr()
+    assert _run(params, chain) == 0
+    assert capsys.readouterr().out.count("up to date, skipped") == 2
+
+
+def test_a_killed_kernel_names_the_step_and_a_forced_rerun_is_not_forgotten(
+        tmp_path: Path, chain: Path, capsys) -> None:
+    params = _params(tmp_path)
+    assert _run(params, chain) == 0
+    before = _value(tmp_path)
+    (tmp_path / "runs" / "smoke" / "die").touch()  # as the OOM killer would, mid-step
+    assert _run(params, chain, "--only", "01", "--force") == 2
+    err = capsys.readouterr().err
+    assert "step 01_write failed: its kernel died" in err
+    record = _manifest(tmp_path)["steps"]["01_write"]
+    assert record["status"] == "failed" and record["recompute"] is True
+    (tmp_path / "runs" / "smoke" / "die").unlink()
+    forced = _value(tmp_path)  # written by the forced run before it died
+    assert _run(params, chain) == 0
+    out = capsys.readouterr().out
+    assert "a forced rerun of it did not finish" in out
+    assert _value(tmp_path) not in (before, forced), "recomputed, not resumed from old results"
+    assert _value(tmp_path, "02_copy/copy.txt") == _value(tmp_path), "02 reran on the new value"
+
+
+def test_a_second_run_of_the_same_config_is_refused(tmp_path: Path, chain: Path,
+                                                     capsys) -> None:
+    params = _params(tmp_path)
+    with locked(tmp_path / "runs" / "smoke" / "run.lock", holder="trustrepair run",
+                wait=False):
+        assert _run(params, chain) == 2
+    err = capsys.readouterr().err
+    assert "runs/smoke is in use by trustrepair run (pid" in err
+    assert not (tmp_path / "runs" / "smoke" / "01_write").exists()
+    assert _run(params, chain) == 0, "the lock is released when its holder ends"
+
+
+def test_another_params_file_with_the_same_name_needs_overwrite(tmp_path: Path, chain: Path,
+                                                                 capsys) -> None:
+    assert _run(_params(tmp_path), chain) == 0
+    other = _params(tmp_path, "child.yaml", sft={"epochs": 3}, selection={"k": 4})
+    assert _run(other, chain) == 2
+    err = capsys.readouterr().err
+    assert "same name 'smoke'" in err and "selection.k" in err and "sft.epochs" in err
+    assert "--overwrite" in err
+    assert _run(other, chain, "--overwrite") == 0
+    assert _manifest(tmp_path)["params"]["sft"]["epochs"] == 3
+    edited = _params(tmp_path, "child.yaml", sft={"epochs": 4})
+    assert _run(edited, chain) == 0, "editing the same file is an ordinary rerun"
+
+
+@pytest.mark.parametrize("code, words", [(errno.EROFS, "cannot write here"),
+                                           (errno.ENOSPC, "no space left")])
+def test_a_read_only_or_full_disk_is_one_line(tmp_path: Path, chain: Path, capsys,
+                                              monkeypatch, code: int, words: str) -> None:
+    def refuse(path: Path, text: str) -> Path:
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(runner, "write_text", refuse)  # as a read-only or full runs/ would
+    assert _run(_params(tmp_path), chain) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err and "paths." in err
+    assert "params.yaml" in err, "names the file it could not write"
+
+
+def test_status_and_figures_tell_a_stale_step(tmp_path: Path, chain: Path, capsys) -> None:
+    params = _params(tmp_path)
+    assert _run(params, chain) == 0
+    capsys.readouterr()
+    assert cli.main(["status", str(params), "--notebooks", str(chain)]) == 0
+    assert capsys.readouterr().out.count("up to date") == 2
+    (tmp_path / "runs" / "smoke" / "01_write" / "value.txt").unlink()
+    assert cli.main(["status", str(params), "--notebooks", str(chain)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("01_write") and "stale" in lines[0] and "missing" in lines[0]
+    assert "up to date" in lines[1], "02's inputs are judged by what 01 recorded"
+    assert cli.main(["figures", str(params), "--notebooks", str(chain)]) == 2
+    err = capsys.readouterr().err
+    assert "01_write: stale" in err and "trustrepair run" in err
+
+
+def test_ctrl_c_in_a_step_is_one_line_and_marks_it(tmp_path: Path, chain: Path, capsys,
+                                                   monkeypatch) -> None:
+    def interrupted(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.papermill, "execute_notebook", interrupted)
+    assert _run(_params(tmp_path), chain) == 2
+    assert capsys.readouterr().err.strip() == (
+        "trustrepair: error: step 01_write interrupted: run the same command again to resume it")
+    assert _manifest(tmp_path)["steps"]["01_write"]["status"] == "interrupted"
+
+
+def test_a_complete_run_publishes_its_notebooks(tmp_path: Path, chain: Path) -> None:
+    params = _params(tmp_path)
+    reports = tmp_path / "reports" / "smoke"
+    assert _run(params, chain, "--only", "01") == 0
+    assert not reports.exists(), "a partial run publishes nothing"
+    assert _run(params, chain) == 0
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "01_write.html", "01_write.ipynb", "02_copy.html", "02_copy.ipynb"]
+    published = nbformat.read(reports / "01_write.ipynb", as_version=4)
+    assert published.cells[0].source == 'params_file = "params/smoke.yaml"'
+    injected = published.cells[1].source
+    assert injected.strip().endswith(f'params_file = "{tmp_path}/runs/smoke/params.yaml"')
