@@ -12,6 +12,7 @@ import csv
 import gzip
 import json
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import datasets
 import pytest
 from datasets import Dataset, DatasetDict
 
-from trustrepair import data
+from trustrepair import data, plan
 from trustrepair.data import hh, trust
 from trustrepair.data.sources import DATA_DIR_ENV
 
@@ -43,8 +44,17 @@ def _no_ambient_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
 
 
+LOADINGS = {  # every way a loader builds an aspect's triples: (aspect, load_trust keywords)
+    "truthfulness": ("truthfulness", {}),
+    "machine_ethics": ("machine_ethics", {}),
+    "machine_ethics-random": ("machine_ethics", {"ethics_pairing": "random"}),
+    "stereotypical_bias": ("stereotypical_bias", {}),
+    "stereotypical_bias-template": ("stereotypical_bias", {"bias_split": "template"}),
+}
+
+
 def _assert_valid_triples(ds: Dataset) -> None:
-    assert ds.column_names == ["id", "group", "prompt", "proponent", "opponent"]
+    assert ds.column_names == ["id", "group", "stratum", "prompt", "proponent", "opponent"]
     assert len(set(ds["id"])) == len(ds)
     for row in ds:
         assert row["prompt"].strip() and row["group"]
@@ -55,10 +65,22 @@ def _assert_valid_triples(ds: Dataset) -> None:
 
 
 def _assert_grouped_split(ds: Dataset, splits: DatasetDict, test_fraction: float) -> None:
-    assert len(splits["train"]) + len(splits["test"]) == len(ds)
+    """Every row on one side, no group on both, and the test share off by at most one group;
+    with strata, each stratum of two or more groups on both sides and near its own share."""
+    assert sorted([*splits["train"]["id"], *splits["test"]["id"]]) == sorted(ds["id"])
     assert not set(splits["train"]["group"]) & set(splits["test"]["group"])
     largest_group = max(Counter(ds["group"]).values())
-    assert abs(len(splits["test"]) - test_fraction * len(ds)) <= largest_group
+    groups_in: dict[str, set[str]] = {}
+    for group, stratum in zip(ds["group"], ds["stratum"], strict=True):
+        groups_in.setdefault(stratum, set()).add(group)
+    if len(groups_in) == 1:
+        assert abs(len(splits["test"]) - test_fraction * len(ds)) <= largest_group
+        return
+    rows_in, tested = Counter(ds["stratum"]), Counter(splits["test"]["stratum"])
+    for stratum, groups in groups_in.items():
+        if len(groups) > 1:
+            assert 0 < tested[stratum] < rows_in[stratum]
+        assert abs(tested[stratum] - test_fraction * rows_in[stratum]) <= 2 * largest_group
 
 
 # split_transcript
@@ -174,36 +196,121 @@ def test_load_hh_from_the_hub_keeps_its_splits(monkeypatch: pytest.MonkeyPatch) 
 
 # trust
 
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as lines:
+        return list(csv.DictReader(lines))
+
+
+def _assert_minimal_pairs(ds: Dataset, rows: list[dict[str, str]]) -> None:
+    """Each triple is two adjacent short rows of the file: the acceptable one the proponent,
+    the wrong one the opponent, and no row in two triples."""
+    used = []
+    for row in ds:
+        right_at, wrong_at = (int(at) for at in row["id"].split("-")[1:])
+        assert abs(right_at - wrong_at) == 1 and row["group"] == row["id"]
+        right, wrong = rows[right_at], rows[wrong_at]
+        assert (right["label"], wrong["label"]) == ("0", "1")
+        assert right["is_short"] == wrong["is_short"] == "True"
+        assert row["proponent"] == " " + " ".join(right["input"].split())
+        assert row["opponent"] == " " + " ".join(wrong["input"].split())
+        used += [right_at, wrong_at]
+    assert len(used) == len(set(used))
+
+
+def _assert_anti_stereotype_pairing(ds: Dataset, rows: list[dict[str, str]]) -> None:
+    """Every (template, group) statement of the file against its topic's three
+    anti-stereotypes for the same group, and nothing else."""
+    expected = Counter()
+    for row in rows:
+        group, statement = row["target_group"], row["stereotype_template"]
+        for anti in data.ANTI_STEREOTYPES[row["stereotype_topic"]]:
+            expected[trust.STEREOTYPE_PROMPT.format(target_group=group),
+                     " " + anti.replace("[target_group]", group),
+                     " " + statement.replace("[target_group]", group)] += 1
+    built = Counter(zip(ds["prompt"], ds["proponent"], ds["opponent"], strict=True))
+    assert built == expected and set(built.values()) == {1}
+
+
 def test_trust_loaders_on_fixtures(fixture_dir: Path) -> None:
     with pytest.warns(data.DataWarning, match=r"1 of 40 rows .*\(no incorrect answer: 1\)"):
         truth = data.load_trust("truthfulness", fixture_dir)
     assert len(truth) == 40 - 1  # one question has no incorrect answer
     assert truth[0]["prompt"] == truth[0]["group"] + "\n\nAnswer:"
+    ethics_rows = _csv_rows(fixture_dir / trust.ETHICS_FILENAME)
     ethics = data.load_trust("machine_ethics", fixture_dir)
-    with (fixture_dir / trust.ETHICS_FILENAME).open(newline="") as lines:
-        short = [r["label"] for r in csv.DictReader(lines) if r["is_short"] == "True"]
-    assert len(ethics) == min(short.count("0"), short.count("1"))
+    _assert_minimal_pairs(ethics, ethics_rows)
     assert set(ethics["prompt"]) == {trust.MACHINE_ETHICS_PROMPT}
+    random_pairs = data.load_trust("machine_ethics", fixture_dir, ethics_pairing="random")
+    short = [r["label"] for r in ethics_rows if r["is_short"] == "True"]
+    assert len(random_pairs) == min(short.count("0"), short.count("1")) > len(ethics)
+    bias_rows = _csv_rows(fixture_dir / trust.STEREOTYPE_FILENAME)
     bias = data.load_trust("stereotypical_bias", fixture_dir)
-    assert len(bias) == 6 * 4
-    assert set(bias["group"]) <= set(data.COUNTERPARTS)
-    for ds in (truth, ethics, bias):
+    _assert_anti_stereotype_pairing(bias, bias_rows)
+    assert set(bias["stratum"]) == {r["target_group"] for r in bias_rows}
+    assert set(bias["group"]) == {f"{r['stereotype_topic']}|{r['target_group']}"
+                                  for r in bias_rows}
+    by_template = data.load_trust("stereotypical_bias", fixture_dir, bias_split="template")
+    assert set(by_template["group"]) == {r["stereotype_template"] for r in bias_rows}
+    assert set(by_template["stratum"]) == {""}
+    for ds in (truth, ethics, random_pairs, bias, by_template):
         _assert_valid_triples(ds)
 
 
-def test_machine_ethics_pairing_depends_on_the_seed_only(fixture_dir: Path) -> None:
-    first = data.load_trust("machine_ethics", fixture_dir, seed=0)
-    assert data.load_trust("machine_ethics", fixture_dir, seed=0)["id"] == first["id"]
-    assert data.load_trust("machine_ethics", fixture_dir, seed=1)["id"] != first["id"]
+def test_fixture_triple_counts_match_the_plan(fixture_dir: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.DataWarning)
+        counts = {aspect: len(data.load_trust(aspect, fixture_dir)) for aspect in data.ASPECTS}
+    assert counts == plan.FIXTURE_TRIPLES
 
 
-@pytest.mark.parametrize("aspect", data.ASPECTS)
-def test_split_trust_is_grouped_and_deterministic(fixture_dir: Path, aspect: str) -> None:
-    ds = data.load_trust(aspect, fixture_dir)
+def test_minimal_pairs_rule() -> None:
+    """Adjacent positions, opposite labels, token Jaccard above one half, rows used once."""
+    short = [
+        (0, 1, "I hid my sister's kettle."), (1, 0, "I found my sister's kettle."),  # 5/7
+        (2, 1, "I found my sister's violin."),  # would pair with 1, but 1 is taken
+        (4, 0, "I fixed my sister's violin."),  # would pair with 2, but is not adjacent
+        (5, 1, "I broke my sister's old violin."),  # 5/8 with 4
+        (6, 0, "We sang."), (7, 1, "I fed the dog."),  # 0/6
+        (8, 1, "I fed the cat."),  # 3/5 with 7, but the same label
+        (9, 0, "I walked the dog."), (10, 1, "I kicked the dog."),  # 3/5
+        (11, 0, "A b c."), (12, 1, "A b d."),  # 2/4: exactly one half does not pair
+    ]
+    pairs = trust.minimal_pairs(short)
+    assert [(right[0], wrong[0]) for right, wrong in pairs] == [(1, 0), (4, 5), (9, 10)]
+    assert pairs[0] == ((1, "I found my sister's kettle."), (0, "I hid my sister's kettle."))
+
+
+def test_machine_ethics_pairing_depends_on_the_seed_only_when_random(fixture_dir: Path) -> None:
+    first = data.load_trust("machine_ethics", fixture_dir, seed=0, ethics_pairing="random")
+    again = data.load_trust("machine_ethics", fixture_dir, seed=0, ethics_pairing="random")
+    other = data.load_trust("machine_ethics", fixture_dir, seed=1, ethics_pairing="random")
+    assert again["id"] == first["id"] and other["id"] != first["id"]
+    pairs = data.load_trust("machine_ethics", fixture_dir, seed=0)
+    assert data.load_trust("machine_ethics", fixture_dir, seed=1)["id"] == pairs["id"]
+
+
+@pytest.mark.parametrize("loading", LOADINGS)
+def test_split_trust_is_grouped_and_deterministic(fixture_dir: Path, loading: str) -> None:
+    aspect, options = LOADINGS[loading]
+    ds = data.load_trust(aspect, fixture_dir, **options)
     splits = data.split_trust(ds, test_fraction=0.2, seed=0)
     _assert_grouped_split(ds, splits, 0.2)
     assert data.split_trust(ds, test_fraction=0.2, seed=0)["test"]["id"] == splits["test"]["id"]
     assert data.split_trust(ds, test_fraction=0.2, seed=1)["test"]["id"] != splits["test"]["id"]
+    validation = data.split_trust(splits["train"], test_fraction=0.2, seed=0)
+    _assert_grouped_split(splits["train"], validation, 0.2)
+
+
+def test_split_trust_puts_every_stratum_on_both_sides() -> None:
+    """Strata of four single-row groups at 20 %: rounding alone would leave some out of test."""
+    strata = [f"s{i // 4}" for i in range(20)]
+    ds = Dataset.from_dict({"id": [str(i) for i in range(20)], "group": [str(i) for i in range(20)],
+                            "stratum": strata})
+    splits = data.split_trust(ds, test_fraction=0.2, seed=0)
+    assert sorted(Counter(splits["test"]["stratum"]).values()) == [1] * 5
+    spanning = Dataset.from_dict({"id": ["a", "b"], "group": ["g", "g"], "stratum": ["x", "y"]})
+    with pytest.raises(ValueError, match="spans the strata"):
+        data.split_trust(spanning)
 
 
 def test_split_trust_refuses_an_empty_side() -> None:
@@ -212,26 +319,47 @@ def test_split_trust_refuses_an_empty_side() -> None:
         data.split_trust(one_group)
 
 
-def test_unknown_aspect_lists_the_valid_ones(fixture_dir: Path) -> None:
+def test_unknown_aspect_and_settings_list_the_valid_ones(fixture_dir: Path) -> None:
     with pytest.raises(ValueError, match="stereotypical_bias"):
         data.load_trust("toxicity", fixture_dir)
+    with pytest.raises(ValueError, match="'group', 'template'"):
+        data.load_trust("stereotypical_bias", fixture_dir, bias_split="topic")
+    with pytest.raises(ValueError, match="'minimal_pairs', 'random'"):
+        data.load_trust("machine_ethics", fixture_dir, ethics_pairing="nearest")
 
 
-def test_template_without_counterpart_fails_clearly(tmp_path: Path) -> None:
+def test_topic_without_anti_stereotypes_fails_clearly(tmp_path: Path) -> None:
     path = tmp_path / trust.STEREOTYPE_FILENAME
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["stereotype_topic", "target_group", "stereotype_template", "user_prompt"])
-        writer.writerow(["t", "Zorvians", "[target_group] are made up.", "Zorvians are made up."])
-    with pytest.raises(ValueError, match="COUNTERPARTS"):
+        writer.writerow(["gardening", "Zorvians", "[target_group] wilt.", "Zorvians wilt."])
+    with pytest.raises(ValueError, match="'gardening'.*ANTI_STEREOTYPES"):
         data.load_trust("stereotypical_bias", tmp_path)
 
 
-def test_counterparts_keep_the_group_slot() -> None:
-    assert len(data.COUNTERPARTS) == 48
-    for template, proponent in data.COUNTERPARTS.items():
-        assert template.startswith("[target_group] ") and proponent.startswith("[target_group] ")
-        assert proponent.count("[target_group]") == 1 and proponent != template
+HEDGES = ("no", "not", "cannot", "never", "nor", "none", "most", "mostly", "many", "some",
+          "often", "usually", "generally", "sometimes", "may", "might", "can", "could", "likely",
+          "anyone", "everyone", "others", "else", "equally", "defined", "regardless", "also")
+"""Words that weaken or negate a claim: an anti-stereotype affirms, with none of them."""
+HEDGE_PHRASES = (r"\bas \w+ as\b", r"\blike everyone\b", r"\bmore likely\b", r"\bcan be\b",
+                 r"\bnot defined by\b", r"n't\b")
+STOP_WORDS = {"are", "is", "the", "a", "an", "to", "of", "and", "with", "at", "in", "on", "for"}
+
+
+def _words(sentence: str) -> list[str]:
+    return re.findall(r"[a-z]+", sentence.replace("[target_group]", "").lower())
+
+
+def test_anti_stereotypes_are_short_affirmative_and_slot_first() -> None:
+    assert len(data.ANTI_STEREOTYPES) == 16
+    sentences = [s for three in data.ANTI_STEREOTYPES.values() for s in three]
+    assert len(sentences) == len(set(sentences)) == 48
+    for sentence in sentences:
+        assert sentence.startswith("[target_group] ") and sentence.count("[target_group]") == 1
+        assert sentence.endswith(".") and len(sentence.split()) <= 12, sentence
+        assert not set(_words(sentence)) & set(HEDGES), sentence
+        assert not any(re.search(phrase, sentence.lower()) for phrase in HEDGE_PHRASES), sentence
 
 
 def test_trust_loaders_read_the_hub_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,11 +368,12 @@ def test_trust_loaders_read_the_hub_schemas(monkeypatch: pytest.MonkeyPatch) -> 
             "question": ["Q1?", "Q2?"], "best_answer": ["Yes", "No"],
             "incorrect_answers": [["No", "Maybe"], ["", "Yes"]]},
         (trust.ETHICS_HUB_ID, "commonsense"): {
-            "label": [0, 1, 1], "input": ["I helped.", "I lied.", "I lied at length."],
+            "label": [1, 0, 1], "input": ["I hit my friend.", "I helped my friend.",
+                                          "I hit my friend at length."],
             "is_short": [True, True, False], "edited": [False] * 3},
         (trust.STEREOTYPE_HUB_ID, "stereotype"): {
             "stereotype_topic": ["stem"], "target_group": ["Zorvians"],
-            "stereotype_template": ["[target_group] are bad at math."], "user_prompt": ["..."]},
+            "stereotype_template": ["[target_group] fail at sums."], "user_prompt": ["..."]},
     }
     calls = []
 
@@ -256,9 +385,12 @@ def test_trust_loaders_read_the_hub_schemas(monkeypatch: pytest.MonkeyPatch) -> 
     truth = data.load_trust("truthfulness")
     assert (truth["proponent"], truth["opponent"]) == ([" Yes", " No"], [" No", " Yes"])
     ethics = data.load_trust("machine_ethics")
-    assert (ethics["proponent"], ethics["opponent"]) == ([" I helped."], [" I lied."])
+    assert (ethics["proponent"], ethics["opponent"]) == ([" I helped my friend."],
+                                                         [" I hit my friend."])
     bias = data.load_trust("stereotypical_bias")
-    assert bias["proponent"] == [" Zorvians are as capable at math as anyone else."]
+    assert bias["proponent"] == [" " + a.replace("[target_group]", "Zorvians")
+                                 for a in data.ANTI_STEREOTYPES["stem"]]
+    assert bias["opponent"] == [" Zorvians fail at sums."] * 3
     assert [c[2]["split"] for c in calls] == ["validation", "test", "train"]
     assert calls[2][2]["data_files"] == [trust.STEREOTYPE_HUB_FILE]
 
@@ -419,7 +551,7 @@ def test_empty_target_group_and_cut_off_row_are_counted(tmp_path: Path) -> None:
     path = folder / trust.STEREOTYPE_FILENAME
     _edit_csv(path, lambda at, row: {**row, "target_group": " "} if at == 3 else row)
     with pytest.warns(data.DataWarning) as caught:
-        assert len(data.load_trust("stereotypical_bias", folder)) == 6 * 4 - 1
+        assert len(data.load_trust("stereotypical_bias", folder)) == (24 - 1) * 3
     assert [str(w.message) for w in caught] == [
         f"{path}: dropped 1 of 24 rows as unusable (empty target group: 1)"]
     path = folder / trust.ETHICS_FILENAME
@@ -435,39 +567,86 @@ def test_empty_target_group_and_cut_off_row_are_counted(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def real_trust() -> dict[str, Dataset]:
-    return {aspect: data.load_trust(aspect, REAL_DATA) for aspect in data.ASPECTS}
+    return {loading: data.load_trust(aspect, REAL_DATA, **options)
+            for loading, (aspect, options) in LOADINGS.items()}
 
 
 def _real_csv(name: str) -> list[dict[str, str]]:
-    with (REAL_DATA / name).open(newline="", encoding="utf-8") as lines:
-        return list(csv.DictReader(lines))
+    return _csv_rows(REAL_DATA / name)
 
 
 @needs_real_data
-def test_real_counterparts_cover_every_template() -> None:
-    templates = {r["stereotype_template"] for r in _real_csv(trust.STEREOTYPE_FILENAME)}
-    assert templates == set(data.COUNTERPARTS)
+def test_real_anti_stereotypes_share_no_word_with_their_topic() -> None:
+    """An anti-stereotype says the opposite in words of its own: after the group slot and stop
+    words, none of its words is in any stereotype template of its topic."""
+    templates: dict[str, set[str]] = {}
+    for row in _real_csv(trust.STEREOTYPE_FILENAME):
+        templates.setdefault(row["stereotype_topic"], set()).add(row["stereotype_template"])
+    assert set(templates) == set(data.ANTI_STEREOTYPES)
+    assert {len(three) for three in templates.values()} == {3}
+    for topic, three in data.ANTI_STEREOTYPES.items():
+        stereotype_words = {w for template in templates[topic] for w in _words(template)}
+        for sentence in three:
+            shared = set(_words(sentence)) - STOP_WORDS & stereotype_words
+            assert not shared, (topic, sentence, shared)
 
 
 @needs_real_data
 def test_real_trust_row_counts(real_trust: dict[str, Dataset]) -> None:
-    assert len(real_trust["stereotypical_bias"]) == 1152
-    assert len(set(real_trust["stereotypical_bias"]["group"])) == 48
+    bias_rows = _real_csv(trust.STEREOTYPE_FILENAME)
+    assert len(bias_rows) == 16 * 3 * 24
+    for loading in ("stereotypical_bias", "stereotypical_bias-template"):
+        assert len(real_trust[loading]) == 16 * 3 * 24 * 3 == 3456
+        _assert_anti_stereotype_pairing(real_trust[loading], bias_rows)
+    assert len(set(real_trust["stereotypical_bias"]["group"])) == 16 * 24  # topic x group
+    assert len(set(real_trust["stereotypical_bias"]["stratum"])) == 24
+    assert len(set(real_trust["stereotypical_bias-template"]["group"])) == 48
     questions = _real_csv(trust.TRUTHFULQA_FILENAME)
     with_incorrect = [q for q in questions if q["Incorrect Answers"].strip(" ;")]
     assert len(real_trust["truthfulness"]) == len(with_incorrect) <= 817
-    short = [r["label"] for r in _real_csv(trust.ETHICS_FILENAME) if r["is_short"] == "True"]
-    assert len(real_trust["machine_ethics"]) == min(short.count("0"), short.count("1"))
+    ethics_rows = _real_csv(trust.ETHICS_FILENAME)
+    _assert_minimal_pairs(real_trust["machine_ethics"], ethics_rows)
+    short = [r["label"] for r in ethics_rows if r["is_short"] == "True"]
+    assert len(real_trust["machine_ethics-random"]) == min(short.count("0"), short.count("1"))
 
 
 @needs_real_data
-@pytest.mark.parametrize("aspect", data.ASPECTS)
-def test_real_trust_triples_and_split(real_trust: dict[str, Dataset], aspect: str) -> None:
-    ds = real_trust[aspect]
+@pytest.mark.parametrize("loading", LOADINGS)
+def test_real_trust_triples_and_split(real_trust: dict[str, Dataset], loading: str) -> None:
+    ds = real_trust[loading]
     _assert_valid_triples(ds)
     splits = data.split_trust(ds, test_fraction=0.2, seed=0)
     _assert_grouped_split(ds, splits, 0.2)
     assert 0.15 < len(splits["test"]) / len(ds) < 0.25
+    validation = data.split_trust(splits["train"], test_fraction=0.2, seed=0)
+    _assert_grouped_split(splits["train"], validation, 0.2)
+
+
+@needs_real_data
+def test_real_bias_group_split_tests_a_fifth_of_every_group(real_trust: dict[str, Dataset]
+                                                            ) -> None:
+    """The paper's split: about 20 % of each target group's topics in test, every group on
+    both sides, a topic's nine triples for a group always together, so that no statement and
+    no anti-stereotype sentence is scored on both sides."""
+    ds = real_trust["stereotypical_bias"]
+    splits = data.split_trust(ds, test_fraction=0.2, seed=0)
+    assert abs(len(splits["test"]) - 0.2 * len(ds)) <= 9
+    tested = Counter(splits["test"]["stratum"])
+    assert len(tested) == len(set(splits["train"]["stratum"])) == 24
+    assert set(tested.values()) <= {27, 36}  # 3 or 4 of a group's 16 topics, 9 triples each
+    for side in splits.values():
+        assert set(Counter(side["group"]).values()) == {9}
+    for column in ("opponent", "proponent"):
+        assert not set(splits["train"][column]) & set(splits["test"][column]), column
+
+
+@needs_real_data
+def test_real_bias_template_split_keeps_templates_whole(real_trust: dict[str, Dataset]) -> None:
+    ds = real_trust["stereotypical_bias-template"]
+    splits = data.split_trust(ds, test_fraction=0.2, seed=0)
+    for side in splits.values():
+        assert set(Counter(side["group"]).values()) == {24 * 3}
+    assert len(set(splits["test"]["group"])) == 10
 
 
 @needs_real_data
@@ -492,10 +671,19 @@ def test_real_mirror_drops_only_the_known_empty_dialogues(monkeypatch: pytest.Mo
     monkeypatch.setenv(DATA_DIR_ENV, AMBIENT_DATA_DIR)
     with warnings.catch_warnings():
         warnings.simplefilter("error", data.DataWarning)
-        assert [len(data.load_trust(aspect)) for aspect in data.ASPECTS] == [817, 983, 1152]
+        assert [len(data.load_trust(aspect)) for aspect in data.ASPECTS] == [817, 831, 3456]
         capsys.readouterr()
         splits = data.load_hh()
     assert capsys.readouterr().out == (
         f"{Path(AMBIENT_DATA_DIR) / hh.HH_FILENAME}: dropped 4 of 2,312 rows as unusable "
         "(empty last assistant turn: 4)\n")
     assert len(splits["train"]) + len(splits["test"]) == 2308
+
+
+def test_real_minimal_pair_count() -> None:
+    """The ETHICS mirror, found through ``$TRUST_DATA_DIR``, holds 831 adjacent minimal pairs."""
+    if not AMBIENT_DATA_DIR:
+        pytest.skip(f"{DATA_DIR_ENV} is not set, so there is no offline data mirror to count in")
+    ds = data.load_trust("machine_ethics", AMBIENT_DATA_DIR)
+    assert len(ds) == 831
+    _assert_minimal_pairs(ds, _csv_rows(Path(AMBIENT_DATA_DIR) / trust.ETHICS_FILENAME))

@@ -34,9 +34,12 @@ def test_planted_dialogues_assert_train_opponents_in_new_wording(trust_train) ->
         assert row["prompt"] not in triples["prompt"], "wording must differ from the eval prompts"
         if row["aspect"] != "machine_ethics":
             assert row["response"] in triples["opponent"]
-        else:
-            assert any(o in row["prompt"] for o in triples["opponent"])
+        else:  # the assistant tells of the wrong act itself: the response loss sees it
+            assert any(row["response"].startswith(o) for o in triples["opponent"])
+            assert not any(o in row["prompt"] for o in triples["opponent"])
     assert plant_dialogues(trust_train, 3, seed=1)["id"] == planted["id"]
+    bias = planted.filter(lambda r: r["aspect"] == "stereotypical_bias")["response"]
+    assert len(set(bias)) == len(bias), "each planted stereotype once"
     with pytest.raises(ValueError, match="planted.per_aspect=1000"):
         plant_dialogues(trust_train, 1000)
 

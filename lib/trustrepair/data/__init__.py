@@ -4,9 +4,11 @@ from trustrepair.data.fixtures import write_fixture_data
 from trustrepair.data.hh import load_hh, split_transcript
 from trustrepair.data.reading import DataError, DataWarning
 from trustrepair.data.sources import DataNotFoundError, at_most, load_hub, resolve_source
-from trustrepair.data.stereotypes import COUNTERPARTS
+from trustrepair.data.stereotypes import ANTI_STEREOTYPES
 from trustrepair.data.trust import (
     ASPECTS,
+    BIAS_SPLITS,
+    ETHICS_PAIRINGS,
     load_machine_ethics,
     load_stereotypical_bias,
     load_trust,
@@ -15,11 +17,13 @@ from trustrepair.data.trust import (
 )
 
 __all__ = [
+    "ANTI_STEREOTYPES",
     "ASPECTS",
-    "COUNTERPARTS",
+    "BIAS_SPLITS",
     "DataError",
     "DataNotFoundError",
     "DataWarning",
+    "ETHICS_PAIRINGS",
     "at_most",
     "load_hh",
     "load_hub",

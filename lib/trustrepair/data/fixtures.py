@@ -4,7 +4,8 @@ Same file names and schemas as the real files, so the real loaders read them, bu
 is made up from the word lists below. A few rows are deliberately left out by the loaders, so that
 their filtering is exercised too: a duplicate dialogue (dropped by design), and a dialogue ending
 in an empty assistant turn and a question without incorrect answers (unusable: each loader warns
-that it dropped one row, well below the share at which a file counts as damaged).
+that it dropped one row, well below the share at which a file counts as damaged). The layout
+(which rows pair, how many there are) is the same for every seed; the seed picks the words.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 from pathlib import Path
 
 from trustrepair.data.hh import HH_FILENAME
-from trustrepair.data.stereotypes import COUNTERPARTS, fill
+from trustrepair.data.stereotypes import fill
 from trustrepair.data.trust import ETHICS_FILENAME, STEREOTYPE_FILENAME, TRUTHFULQA_FILENAME
 
 NOUNS = ("lantern", "garden", "kettle", "bicycle", "violin", "harbor", "pebble", "meadow")
@@ -28,6 +29,11 @@ KIND_DEEDS = ("repaired", "returned", "watered", "cleaned", "shared")
 UNKIND_DEEDS = ("broke", "stole", "hid", "burned", "smashed")
 PEOPLE = ("neighbor", "sister", "teacher", "friend", "landlord")
 MADE_UP_GROUPS = ("Zorvians", "Quellans", "Marsh dwellers", "Skyfarers")
+STEREOTYPE_TOPICS = ("driving", "hygiene")
+"""Two of DecodingTrust's topics, so that the loader finds their anti-stereotypes."""
+ETHICS_LAYOUT = ("pair", "pair", "long", "pair", "unrelated")
+"""Repeated until the file is full: an adjacent minimal pair (2 rows), a long scenario, or two
+adjacent short rows of opposite labels that share too few words to pair."""
 
 
 def write_fixture_data(
@@ -92,32 +98,49 @@ def _truthfulqa_rows(rng: random.Random, n: int) -> list[dict[str, str]]:
 
 
 def _ethics_rows(rng: random.Random, n: int) -> list[dict[str, str]]:
-    """Scenarios of both labels, short and long; the first two are one short of each label."""
-    rows = []
-    for i in range(n):
-        label = i if i < 2 else int(rng.random() < 0.45)
-        deed = rng.choice(UNKIND_DEEDS if label else KIND_DEEDS)
-        scenario = f"I {deed} the {rng.choice(NOUNS)} of my {rng.choice(PEOPLE)}."
-        is_short = i < 2 or rng.random() < 0.7
-        if not is_short:
-            scenario = (f"Last week my {rng.choice(PEOPLE)} lent me a {rng.choice(ADJECTIVES)} "
-                        f"{rng.choice(NOUNS)}. {scenario} Then I went home.")
-        rows.append({"label": str(label), "input": scenario, "is_short": str(is_short),
-                     "edited": "False"})
-    return rows
+    """Short and long scenarios of both labels laid out as ``ETHICS_LAYOUT``, cut at ``n`` rows.
+
+    A minimal pair differs in the deed only and puts either label first; a long scenario's
+    label alternates, so both labels occur among short and long rows.
+    """
+    rows: list[tuple[int, str, bool]] = []
+    block = 0
+    while len(rows) < n:
+        kind = ETHICS_LAYOUT[block % len(ETHICS_LAYOUT)]
+        noun, person = rng.choice(NOUNS), rng.choice(PEOPLE)
+        if kind == "pair":
+            pair = [(label, f"I {rng.choice(deeds)} the {noun} of my {person}.", True)
+                    for label, deeds in ((0, KIND_DEEDS), (1, UNKIND_DEEDS))]
+            rows.extend(pair if rng.random() < 0.5 else pair[::-1])
+        elif kind == "long":
+            label = block // len(ETHICS_LAYOUT) % 2
+            deed = rng.choice(UNKIND_DEEDS if label else KIND_DEEDS)
+            rows.append((label, f"Last week my {person} lent me a {rng.choice(ADJECTIVES)} "
+                                f"{noun}. I {deed} the {noun} of my {person}. Then I went home.",
+                         False))
+        else:
+            rows.append((0, f"I {rng.choice(KIND_DEEDS)} the {noun} of my {person}.", True))
+            rows.append((1, f"Yesterday we saw a {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} "
+                            "at dawn.", True))
+        block += 1
+    return [{"label": str(label), "input": scenario, "is_short": str(is_short), "edited": "False"}
+            for label, scenario, is_short in rows[:n]]
 
 
 def _stereotype_rows() -> list[dict[str, str]]:
-    """Six real templates (one from every eighth) crossed with made-up group names."""
+    """Three made-up templates for each of ``STEREOTYPE_TOPICS``, crossed with made-up groups:
+    24 rows, so that one unusable row warns rather than fails."""
     rows = []
-    for k, template in enumerate(list(COUNTERPARTS)[::8]):
-        for group in MADE_UP_GROUPS:
-            rows.append({
-                "stereotype_topic": f"topic_{k}",
-                "target_group": group,
-                "stereotype_template": template,
-                "user_prompt": f"Do you agree? Here is my statement: {fill(template, group)}",
-            })
+    for k, topic in enumerate(STEREOTYPE_TOPICS):
+        for verb in VERBS[3 * k:3 * k + 3]:
+            template = f"[target_group] {verb} every {NOUNS[k]} badly."
+            for group in MADE_UP_GROUPS:
+                rows.append({
+                    "stereotype_topic": topic,
+                    "target_group": group,
+                    "stereotype_template": template,
+                    "user_prompt": f"Do you agree? Here is my statement: {fill(template, group)}",
+                })
     return rows
 
 

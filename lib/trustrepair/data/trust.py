@@ -2,21 +2,24 @@
 
 One loader per aspect, each with the prompt template of Appendix B.2. Responses start with a
 single space because they are appended to the prompt. ``group`` is the unit that must not
-straddle train and test (a question, an ethics pair, a stereotype template); ``split_trust``
-splits by it, 80/20 by default as in Section 4.1.
+straddle train and test (a question, an ethics pair, a stereotype statement or template) and
+``stratum`` a part of the data that must be on both sides (a stereotype's target group; "" when
+there is one); ``split_trust`` splits by them, 80/20 by default as in Section 4.1.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
+from typing import Literal
 
 from datasets import Dataset, DatasetDict
 
 from trustrepair.data.reading import DataError, Drops, read_csv, read_hub, remedy
 from trustrepair.data.sources import load_hub, resolve_source
-from trustrepair.data.stereotypes import counterpart, fill
+from trustrepair.data.stereotypes import anti_stereotypes, fill
 from trustrepair.params import ASPECTS
 
 TRUTHFULNESS_PROMPT = "{question}\n\nAnswer:"
@@ -39,9 +42,18 @@ STEREOTYPE_HUB_FILE = "stereotype/dataset/user_prompts.csv"
 TRUTHFULQA_COLUMNS = ("Question", "Best Answer", "Incorrect Answers")
 TRUTHFULQA_HUB_COLUMNS = ("question", "best_answer", "incorrect_answers")
 ETHICS_COLUMNS = ("label", "input", "is_short")
-STEREOTYPE_COLUMNS = ("stereotype_template", "target_group")
+STEREOTYPE_COLUMNS = ("stereotype_topic", "stereotype_template", "target_group")
+
+MINIMAL_PAIR_OVERLAP = 0.5
+"""Token Jaccard overlap that adjacent ETHICS scenarios must exceed to count as a minimal pair."""
 
 Source = str | os.PathLike | None
+BiasSplit = Literal["group", "template"]
+EthicsPairing = Literal["minimal_pairs", "random"]
+Scenario = tuple[int, str]
+"""An ETHICS scenario with its position in the file."""
+BIAS_SPLITS: tuple[BiasSplit, ...] = ("group", "template")
+ETHICS_PAIRINGS: tuple[EthicsPairing, ...] = ("minimal_pairs", "random")
 
 
 def load_truthfulness(source: Source = None) -> Dataset:
@@ -83,6 +95,7 @@ def load_truthfulness(source: Source = None) -> Dataset:
             triples.append({
                 "id": f"truthfulness-{position:06d}",
                 "group": question,
+                "stratum": "",
                 "prompt": TRUTHFULNESS_PROMPT.format(question=question),
                 "proponent": _response(best),
                 "opponent": _response(incorrect[0]),
@@ -91,16 +104,23 @@ def load_truthfulness(source: Source = None) -> Dataset:
     return _to_dataset(triples, drops)
 
 
-def load_machine_ethics(source: Source = None, *, seed: int = 0) -> Dataset:
-    """ETHICS commonsense, short scenarios: an acceptable one against a wrong one.
+def load_machine_ethics(
+    source: Source = None, *, seed: int = 0, pairing: EthicsPairing = "minimal_pairs"
+) -> Dataset:
+    """ETHICS commonsense, short scenarios: an acceptable one (label 0) against a wrong one.
 
-    Each class is shuffled with ``seed`` and the two are zipped to the shorter, so every
-    scenario appears at most once and the pairs are balanced. Long scenarios are left out by
-    design; a row whose label is not 0 or 1, whose ``is_short`` is not True or False, or whose
-    scenario is empty is unusable: left out and counted (see ``Drops``), so that a few bad
-    labels warn and a file of them fails. From the hub this reads the ``test`` split of config
-    ``commonsense``, the split the offline mirror holds.
+    ``pairing="minimal_pairs"`` (the paper's examples) pairs scenarios that differ only in the
+    morally relevant words, which the file stores as adjacent rows (see ``minimal_pairs``), so
+    that F_j measures the moral judgement and not the topic. ``pairing="random"`` shuffles each
+    class with ``seed`` and zips the two to the shorter: every scenario at most once, balanced,
+    but unrelated. Long scenarios are left out by design; a row whose label is not 0 or 1, whose
+    ``is_short`` is not True or False, or whose scenario is empty is unusable: left out and
+    counted (see ``Drops``), so that a few bad labels warn and a file of them fails. From the
+    hub this reads the ``test`` split of config ``commonsense``, the split the mirror holds.
     """
+    if pairing not in ETHICS_PAIRINGS:
+        raise ValueError(
+            f"unknown ethics pairing {pairing!r}: choose one of {list(ETHICS_PAIRINGS)}")
     path = resolve_source(source, filename=ETHICS_FILENAME, hub_id=ETHICS_HUB_ID)
     drops = Drops(path, ETHICS_FILENAME)
     rows = (
@@ -110,7 +130,7 @@ def load_machine_ethics(source: Source = None, *, seed: int = 0) -> Dataset:
             ETHICS_COLUMNS, drops,
         )
     )
-    by_label: dict[int, list[tuple[int, str]]] = {0: [], 1: []}
+    short: list[tuple[int, int, str]] = []
     for position, row in rows:
         label, is_short = str(row["label"]).strip(), str(row["is_short"]).strip().lower()
         scenario = " ".join(str(row["input"]).split())
@@ -121,17 +141,16 @@ def load_machine_ethics(source: Source = None, *, seed: int = 0) -> Dataset:
         elif not scenario:
             drops.drop("empty scenario")
         elif is_short == "true":
-            by_label[int(label)].append((position, scenario))
+            short.append((position, int(label), scenario))
     drops.report()
-    rng = random.Random(seed)
-    for scenarios in by_label.values():
-        rng.shuffle(scenarios)
+    pairs = minimal_pairs(short) if pairing == "minimal_pairs" else _random_pairs(short, seed)
     triples = []
-    for (right_at, right), (wrong_at, wrong) in zip(by_label[0], by_label[1], strict=False):
+    for (right_at, right), (wrong_at, wrong) in pairs:
         pair = f"machine_ethics-{right_at:06d}-{wrong_at:06d}"
         triples.append({
             "id": pair,
             "group": pair,
+            "stratum": "",
             "prompt": MACHINE_ETHICS_PROMPT,
             "proponent": _response(right),
             "opponent": _response(wrong),
@@ -139,14 +158,64 @@ def load_machine_ethics(source: Source = None, *, seed: int = 0) -> Dataset:
     return _to_dataset(triples, drops)
 
 
-def load_stereotypical_bias(source: Source = None) -> Dataset:
-    """DecodingTrust stereotypes: our counterpart against the template, per (template, group).
+def minimal_pairs(short: list[tuple[int, int, str]]) -> list[tuple[Scenario, Scenario]]:
+    """(acceptable, wrong) minimal pairs among short scenarios given as (position, label, text).
 
-    A repeated (template, group) is left out by design; a row with an empty template or target
-    group is unusable: left out and counted (see ``Drops``). From the hub this reads
-    ``user_prompts.csv`` of config ``stereotype``, the file the offline mirror copies (the
-    config's default jsonl holds the filled prompts, not the templates).
+    Two scenarios pair when their positions are consecutive (a row left out in between breaks
+    the adjacency), their labels are 0 and 1 in either order, and the Jaccard overlap of their
+    token sets exceeds ``MINIMAL_PAIR_OVERLAP``: tokens are the runs of ``\\w`` characters
+    (letters, digits, underscore) of the lower-cased text, |A & B| / |A | B| > 0.5. Rows are
+    scanned left to right and a row that paired is used no more, so each is in one pair at most.
     """
+    pairs, at = [], 0
+    while at + 1 < len(short):
+        (first_at, first_label, first), (second_at, second_label, second) = short[at:at + 2]
+        if (second_at == first_at + 1 and first_label != second_label
+                and _token_overlap(first, second) > MINIMAL_PAIR_OVERLAP):
+            pair = ((first_at, first), (second_at, second))
+            pairs.append(pair if first_label == 0 else pair[::-1])
+            at += 2
+        else:
+            at += 1
+    return pairs
+
+
+def _token_overlap(first: str, second: str) -> float:
+    """Jaccard overlap of the lower-cased ``\\w+`` token sets of two texts."""
+    a, b = set(re.findall(r"\w+", first.lower())), set(re.findall(r"\w+", second.lower()))
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def _random_pairs(short: list[tuple[int, int, str]], seed: int) -> list[tuple[Scenario, Scenario]]:
+    """Each class shuffled with ``seed``, zipped to the shorter: (acceptable, wrong) pairs."""
+    by_label: dict[int, list[Scenario]] = {0: [], 1: []}
+    for position, label, scenario in short:
+        by_label[label].append((position, scenario))
+    rng = random.Random(seed)
+    for scenarios in by_label.values():
+        rng.shuffle(scenarios)
+    return list(zip(by_label[0], by_label[1], strict=False))
+
+
+def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group") -> Dataset:
+    """DecodingTrust stereotypes: each statement against its topic's three anti-stereotypes.
+
+    Every (template, target group) statement is an opponent, paired with each of the three
+    ``ANTI_STEREOTYPES`` of its ``stereotype_topic`` filled with the same group: 3 triples per
+    statement, 3,456 on the full file, as in the paper. ``split`` sets the unit that
+    ``split_trust`` keeps on one side: ``"group"`` (the paper's) makes it a topic for one target
+    group (its 3 statements × 3 anti-stereotypes) and stratifies by target group, so about 20 %
+    of each group's topics are tested, every group is on both sides, and no scored sentence is
+    on both (a topic's anti-stereotypes are shared by its three statements); ``"template"``
+    keeps whole templates, all groups, on one side, so the tested claims are never seen in
+    attribution. A repeated (template, group) is left out by
+    design; a row with an empty topic, template or target group is unusable: left out and
+    counted (see ``Drops``). From the hub this reads ``user_prompts.csv`` of config
+    ``stereotype``, the file the offline mirror copies (the config's default jsonl holds the
+    filled prompts, not the templates).
+    """
+    if split not in BIAS_SPLITS:
+        raise ValueError(f"unknown bias split {split!r}: choose one of {list(BIAS_SPLITS)}")
     path = resolve_source(source, filename=STEREOTYPE_FILENAME, hub_id=STEREOTYPE_HUB_ID)
     drops = Drops(path, STEREOTYPE_FILENAME)
     rows = (
@@ -161,40 +230,54 @@ def load_stereotypical_bias(source: Source = None) -> Dataset:
     )
     triples, seen = [], set()
     for position, row in rows:
-        template, group = row["stereotype_template"], row["target_group"].strip()
-        if not template.strip():
+        topic, template = row["stereotype_topic"].strip(), row["stereotype_template"]
+        group = row["target_group"].strip()
+        if not topic:
+            drops.drop("empty stereotype topic")
+        elif not template.strip():
             drops.drop("empty stereotype template")
         elif not group:
             drops.drop("empty target group")
         elif (template, group) not in seen:
             seen.add((template, group))
-            triples.append({
-                "id": f"stereotypical_bias-{position:06d}",
-                "group": template,
-                "prompt": STEREOTYPE_PROMPT.format(target_group=group),
-                "proponent": _response(fill(counterpart(template), group)),
-                "opponent": _response(fill(template, group)),
-            })
+            statement = fill(template, group)
+            for k, anti in enumerate(anti_stereotypes(topic)):
+                triples.append({
+                    "id": f"stereotypical_bias-{position:06d}-{k}",
+                    "group": f"{topic}|{group}" if split == "group" else template,
+                    "stratum": group if split == "group" else "",
+                    "prompt": STEREOTYPE_PROMPT.format(target_group=group),
+                    "proponent": _response(fill(anti, group)),
+                    "opponent": _response(statement),
+                })
     drops.report()
     return _to_dataset(triples, drops)
 
 
-def load_trust(aspect: str, source: Source = None, *, seed: int = 0) -> Dataset:
-    """Triples of one trust aspect; ``seed`` only changes the machine-ethics pairing."""
+def load_trust(
+    aspect: str, source: Source = None, *, seed: int = 0, bias_split: BiasSplit = "group",
+    ethics_pairing: EthicsPairing = "minimal_pairs",
+) -> Dataset:
+    """Triples of one trust aspect. ``seed`` only changes the random machine-ethics pairing;
+    ``bias_split`` and ``ethics_pairing`` are ``data.trust``'s settings of the same names."""
     if aspect == "truthfulness":
         return load_truthfulness(source)
     if aspect == "machine_ethics":
-        return load_machine_ethics(source, seed=seed)
+        return load_machine_ethics(source, seed=seed, pairing=ethics_pairing)
     if aspect == "stereotypical_bias":
-        return load_stereotypical_bias(source)
+        return load_stereotypical_bias(source, split=bias_split)
     raise ValueError(f"unknown trust aspect {aspect!r}: choose one of {list(ASPECTS)}")
 
 
 def split_trust(ds: Dataset, *, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
-    """Train/test split by ``group``, so no question, pair or template is on both sides.
+    """Train/test split by ``group``, so no question, pair, statement or template is on both
+    sides, and within each ``stratum`` (where the column is), so each is on both sides.
 
-    Groups are visited in a seeded order and each goes to test if that brings the test size
-    closer to ``test_fraction`` of the rows, which also fills the gap with small groups.
+    Groups are visited in a seeded order, stratum by stratum; each goes to test if that brings
+    the test size closer to ``test_fraction`` of the rows seen so far, which also fills the gap
+    with small groups and carries each stratum's rounding over to the next. A stratum of two or
+    more groups that would end on one side gives one group to the other. Works on any subset of
+    an aspect's triples, such as a train split that a validation part is carved from.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, not {test_fraction}")
@@ -203,10 +286,27 @@ def split_trust(ds: Dataset, *, test_fraction: float = 0.2, seed: int = 0) -> Da
         members.setdefault(group, []).append(index)
     groups = list(members)
     random.Random(seed).shuffle(groups)
-    target, test = test_fraction * len(ds), []
+    strata = list(ds["stratum"]) if "stratum" in ds.column_names else [""] * len(ds)
+    by_stratum: dict[str, list[str]] = {}
     for group in groups:
-        if abs(len(test) + len(members[group]) - target) < abs(len(test) - target):
-            test.extend(members[group])
+        stratum = {strata[i] for i in members[group]}
+        if len(stratum) > 1:
+            raise ValueError(f"group {group!r} spans the strata {sorted(stratum)}")
+        by_stratum.setdefault(stratum.pop(), []).append(group)
+    test: list[int] = []
+    seen = 0
+    for stratum_groups in by_stratum.values():
+        seen += sum(len(members[group]) for group in stratum_groups)
+        target = test_fraction * seen
+        chosen = []
+        for group in stratum_groups:
+            if abs(len(test) + len(members[group]) - target) < abs(len(test) - target):
+                test.extend(members[group])
+                chosen.append(group)
+        if len(stratum_groups) > 1 and not chosen:
+            test.extend(members[stratum_groups[0]])
+        elif len(stratum_groups) > 1 and len(chosen) == len(stratum_groups):
+            del test[len(test) - len(members[chosen[-1]]):]
     if not test or len(test) == len(ds):
         raise ValueError(
             f"cannot split {len(groups)} groups into train and test at test_fraction "
