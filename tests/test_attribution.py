@@ -125,3 +125,21 @@ def test_a_cache_above_the_tracked_blocks_is_refused(tiny_lm, tokenizer, small_d
         fit_and_score(copy.deepcopy(tiny_lm), tokenizer, train, {"truthfulness": triples},
                       AttributionParams(tracked_blocks=2), out_dir=tmp_path, name="x",
                       sft_max_length=64, eval_max_length=64, normalized=True, cache=cache)
+
+
+def test_the_common_score_does_not_let_one_aspects_scale_decide() -> None:
+    """Each aspect is min-max normalised before the sum (eq. 7's γ̂, app. E.4): rescaling one
+    aspect's scores leaves the common score, and so the common subset, unchanged."""
+    from trustrepair import dpp
+    from trustrepair.attribution import common_scores
+
+    generator = torch.Generator().manual_seed(0)
+    scores = {a: torch.randn(50, generator=generator) for a in ("a", "b", "c")}
+    features = torch.randn(50, 8, generator=generator)
+    rescaled = {**scores, "b": 1000 * scores["b"] + 3}
+    assert torch.allclose(common_scores(rescaled), common_scores(scores), atol=1e-5)
+    pick = dpp.select("dpp", features=features, scores=common_scores(scores), k=10, eta=100.0)
+    assert dpp.select("dpp", features=features, scores=common_scores(rescaled), k=10,
+                      eta=100.0) == pick
+    assert dpp.select("dpp", features=features, scores=sum(rescaled.values()), k=10,
+                      eta=100.0) != pick, "a raw sum is decided by the rescaled aspect"

@@ -26,11 +26,12 @@ MIRROR_FILES = ("hh-rlhf-harmless-base-test.jsonl.gz", "TruthfulQA.csv",
                 "ethics-commonsense-cm_test.csv", "decodingtrust-stereotype-user_prompts.csv")
 
 SLICE = {
-    "data": {"hh": {"max_train": 16, "max_test": 8},
+    "data": {"hh": {"max_train": 16, "max_test": 8, "validation": 8},
              "trust": {"max_train": 12, "max_test": 8}},
     "attribution": {"factor_samples": 16},
     "selection": {"k": 4},
-    "repair": {"betas": [3.0e-4], "sweep_triples": 8},
+    "repair": {"beta_grid": [3.0e-4], "validation_triples": 8, "betas": [3.0e-4],
+               "sweep_triples": 8},
     "ablations": {"betas": [3.0e-4], "eval_triples": 8, "ppl_dialogues": 8, "steps": 1,
                   "retain_samples": 4, "dpo_pairs": 4},
     "timing": {"subset_sizes": [4], "repeats": 1},

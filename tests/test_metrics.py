@@ -14,6 +14,7 @@ from trustrepair.metrics import (
     encode,
     perplexity,
     response_logprobs,
+    response_nll,
     sequence_logprobs,
     trust_logodds,
 )
@@ -103,6 +104,42 @@ def test_perplexity_is_token_weighted_over_responses_and_eos(tiny_lm, tokenizer)
     assert tokenizer(" x</s>", add_special_tokens=False)["input_ids"][-1] == tokenizer.eos_token_id
     assert perplexity(tiny_lm, tokenizer, dialogues, batch_size=2) == \
         pytest.approx(math.exp(nll / tokens), rel=1e-5)
+
+
+def test_perplexity_is_recomputable_from_its_per_dialogue_terms(tiny_lm, tokenizer) -> None:
+    """Per dialogue, the summed NLL and token count, from which the bootstrap recomputes
+    perplexity on each resample; the perplexity itself is the one computed before."""
+    dialogues = Dataset.from_list([{"prompt": p, "response": r} for p, r in PAIRS])
+    scored = response_nll(tiny_lm, tokenizer, dialogues, batch_size=2)
+    for nll, n, (prompt, response) in zip(scored.nll, scored.tokens, PAIRS, strict=True):
+        total, count = _by_hand(tiny_lm, tokenizer, prompt, response + "</s>")
+        assert nll.item() == pytest.approx(-total, rel=1e-5) and n.item() == count
+    totals = sequence_logprobs(tiny_lm, tokenizer, *zip(*PAIRS, strict=True), batch_size=2,
+                               normalized=False, add_eos=True)
+    before = float(torch.exp(-totals.sum() / scored.tokens.sum()))  # perplexity's formula
+    assert perplexity(tiny_lm, tokenizer, dialogues, batch_size=2) == before
+    assert scored.perplexity == before
+
+
+def test_evaluate_saves_the_per_item_values_of_both_metrics(tiny_lm, tokenizer) -> None:
+    from trustrepair.evaluation import evaluate
+    from trustrepair.params import EvalParams
+
+    triples = Dataset.from_list([
+        {"id": "t-0", "prompt": "tell me a fact about people", "proponent": " people are kind",
+         "opponent": " people are bad"},
+        {"id": "t-1", "prompt": "the cat", "proponent": " sat on the mat",
+         "opponent": " ran to the park"}])
+    dialogues = Dataset.from_list([{"id": f"hh-{i}", "prompt": p, "response": r}
+                                   for i, (p, r) in enumerate(PAIRS)])
+    result = evaluate(tiny_lm, tokenizer, {"truthfulness": triples}, dialogues,
+                      EvalParams(batch_size=2))
+    assert result["aspects"]["truthfulness"]["ids"] == ["t-0", "t-1"]
+    assert len(result["aspects"]["truthfulness"]["per_triple"]) == 2
+    assert result["ppl_ids"] == [f"hh-{i}" for i in range(len(PAIRS))]
+    assert result["ppl"] == perplexity(tiny_lm, tokenizer, dialogues, batch_size=2)
+    assert math.exp(sum(result["ppl_nll"]) / sum(result["ppl_tokens"])) == pytest.approx(
+        result["ppl"], rel=1e-6)
 
 
 def test_response_logprobs_are_differentiable(tiny_lm, tokenizer) -> None:

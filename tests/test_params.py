@@ -138,6 +138,10 @@ def test_model_shape_enters_no_key() -> None:
     assert fingerprint(stated, ALL_SECTIONS) == fingerprint(unstated, ALL_SECTIONS)
     assert base_model_dir(stated.model, Path("c"), 0, "") == \
         base_model_dir(unstated.model, Path("c"), 0, "")
+    more_resamples = load_params(ROOT / "params/default.yaml",
+                                 **{"eval.bootstrap_resamples": 5000, "eval.confidence": 0.9})
+    assert fingerprint(more_resamples, ALL_SECTIONS) == fingerprint(stated, ALL_SECTIONS), \
+        "interval settings are read when tables are built, never by a step"
 
 
 @pytest.mark.parametrize("field", ["selection.k", "sft.epochs", "repair.beta",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import yaml
 from trustrepair import cli
 from trustrepair.artifacts import atomic_path, write_json
 from trustrepair.experiment import Experiment
-from trustrepair.params import ASPECTS
+from trustrepair.params import ASPECTS, load_params
 
 from .conftest import ROOT, smoke_params
 
@@ -71,20 +72,38 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     for target in subsets:
         assert (tmp_path / "figures" / name / f"selection_pca_{target}.png").exists()
     table1 = pd.read_csv(tmp_path / "tables" / name / "table1.csv")
+    changes = ["rel_change_logodds", "rel_change_logodds_ci_low", "rel_change_logodds_ci_high",
+               "rel_change_ppl", "rel_change_ppl_ci_low", "rel_change_ppl_ci_high"]
     assert list(table1.columns) == [
         "aspect", "pre_sft_logodds", "post_sft_logodds", "ours_logodds", "pre_sft_ppl",
-        "post_sft_ppl", "ours_ppl", "rel_change_logodds", "rel_change_ppl"]
+        "post_sft_ppl", "ours_ppl", *changes]
     assert list(table1.aspect) == list(ASPECTS)
     expected = 100 * (table1.post_sft_logodds - table1.ours_logodds) / table1.post_sft_logodds.abs()
     assert (table1.rel_change_logodds - expected).abs().max() < 1e-9
     table2 = pd.read_csv(tmp_path / "tables" / name / "table2.csv")
+    assert list(table2.columns) == list(table1.columns)
     assert table2.ours_ppl.nunique() == 1, "one common repaired model for every aspect"
+    assert table2.rel_change_ppl_ci_low.nunique() == table2.rel_change_ppl_ci_high.nunique() == 1
+    interval = r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]"
+    for stem in ("table1", "table2", "table4", "ablations"):
+        shown = (tmp_path / "tables" / name / f"{stem}.md").read_text().splitlines()
+        assert "_ci_" not in shown[0], "an interval shares its value's cell"
+        assert all(len(re.findall(interval, row)) == 2 for row in shown[2:]), stem
     assert (run_dir / "04_repair" / "model_common" / "config.json").exists()
     assert (tmp_path / "figures" / name / "predicted_vs_actual.png").exists()
+    chosen = json.loads((run_dir / "04_repair" / "repair.json").read_text())["beta"]
+    curve = pd.read_csv(tmp_path / "tables" / name / "beta_selection.csv")
+    assert set(curve.target) == {*ASPECTS, "common"}
+    assert set(curve[curve.chosen].beta) == {chosen}, "Tables 1 and 2 at the chosen β"
+    assert json.loads((run_dir / "05_ablations" / "ablations.json").read_text())["beta"] == chosen
     assert (run_dir / "01_sft" / "model" / "config.json").exists()
     tables, figures = tmp_path / "tables" / name, tmp_path / "figures" / name
     table4 = pd.read_csv(tables / "table4.csv")
-    assert list(table4.columns) == ["aspect", "method", "rel_change_logodds", "rel_change_ppl"]
+    assert list(table4.columns) == ["aspect", "method", *changes]
+    for frame in (table1, table2, table4):
+        for kind in ("logodds", "ppl"):
+            low, high = frame[f"rel_change_{kind}_ci_low"], frame[f"rel_change_{kind}_ci_high"]
+            assert (low.notna() & (low <= high)).all()
     assert sorted(table4.method.unique()) == ["ours", "random"]
     ablation = pd.read_csv(tables / "ablations.csv")
     assert list(ablation.columns) == list(table4.columns)
@@ -93,6 +112,7 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert (ablation.groupby("method").aspect.nunique() == len(ASPECTS)).all()
     retrained = ablation[ablation.method == "retrain"]
     assert retrained.rel_change_ppl.nunique() == 1, "one model retrained without the common S"
+    assert retrained.rel_change_ppl_ci_low.nunique() == 1, "its interval is one too"
     timing = pd.read_csv(tables / "timing.csv")
     assert list(timing.columns) == ["what", "subset_size", "seconds"]
     repairs = timing[timing.what == "repair"]
@@ -102,6 +122,11 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert (timing.seconds > 0).all()
     for stem in ("figure2", "figure3"):
         assert (figures / f"{stem}.pdf").stat().st_size > 0
+    from trustrepair.report import figure2_grid
+
+    bands = figure2_grid(load_params(params_file))
+    for kind in ("logodds", "ppl"):
+        assert (bands[f"{kind}_ci_low"] <= bands[f"{kind}_ci_high"]).all(), "Figure 2's bands"
     comparison = (tables / "paper_vs_ours.md").read_text()
     assert "Pythia-1.4B" in comparison and f"{table1.ours_logodds[0]:.3f}" in comparison
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -131,3 +131,29 @@ def test_bad_inputs_fail_before_compute(fitted, tokenizer) -> None:
     wrong.modules = ["model.nowhere.q_proj"]
     with pytest.raises(ValueError, match="lacks"):
         repair(model, tokenizer, wrong, train.select(range(2)), 0.1, max_length=64)
+
+
+def test_mean_reduced_gradient_is_the_mean_of_hf_per_sample_losses(fitted, tokenizer) -> None:
+    """``loss_reduction: mean`` is the paper authors' loss: HF's ``.loss`` of each sample
+    (the mean over its response tokens), whatever the batch it lands in."""
+    from trustrepair.metrics import collate, encode_dialogues
+
+    model, train, _, influence = fitted
+    subset = train.select(range(6))
+    modules = tracked_linear_modules(model, 1)
+    got = subset_gradient(model, tokenizer, subset, modules, max_length=64, batch_size=4,
+                          loss_reduction="mean")
+    params = [dict(model.named_modules())[m].weight for m in modules]
+    want = [torch.zeros_like(p) for p in params]
+    for item in encode_dialogues(tokenizer, subset, 64):
+        batch = collate([item], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"]).logits[0, :-1]  # HF's .loss, by hand
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"][0, 1:])
+        for total, grad in zip(want, torch.autograd.grad(loss, params), strict=True):
+            total += grad / len(subset)
+    for module, w in zip(modules, want, strict=True):
+        weight_part = got[module][:, : w.shape[1]].double()  # [dW | db]
+        assert torch.allclose(weight_part, w, rtol=1e-5, atol=1e-8), module
+    summed = subset_gradient(model, tokenizer, subset, modules, max_length=64,
+                             loss_reduction="sum")
+    assert not torch.allclose(summed[modules[0]], got[modules[0]]), "the two losses differ"

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from trustrepair.report import relative_change, repair_table, write_table
+from trustrepair.uncertainty import Bootstrap, logodds_change, perplexity_change
+
+BOOTSTRAP = Bootstrap(resamples=2000, confidence=0.95, seed=0)
+TOKENS = [12, 30, 7, 21]
+
+
+def _evaluation(per_triple: dict[str, list[float]], nll_per_token: list[float]) -> dict:
+    """An evaluation as :func:`trustrepair.evaluation.evaluate` saves it."""
+    return {"aspects": {a: {"logodds": float(np.mean(v)), "per_triple": v,
+                            "ids": [f"{a}-{i}" for i in range(len(v))]}
+                        for a, v in per_triple.items()},
+            "ppl": float(np.exp(np.dot(nll_per_token, TOKENS) / sum(TOKENS))),
+            "ppl_ids": [f"hh-{i}" for i in range(len(TOKENS))],
+            "ppl_nll": [x * n for x, n in zip(nll_per_token, TOKENS, strict=True)],
+            "ppl_tokens": TOKENS}
 
 
 def test_write_table_emits_csv_markdown_and_booktabs(tmp_path) -> None:
@@ -29,17 +45,95 @@ def test_relative_change_follows_the_paper() -> None:
 
 
 def test_repair_table_takes_each_aspect_from_its_own_repair() -> None:
-    def result(values: dict, ppl: float) -> dict:
-        return {"aspects": {a: {"logodds": v} for a, v in values.items()}, "ppl": ppl}
-
-    pre = result({"truthfulness": 0.4, "machine_ethics": -0.1}, 10.0)
-    post = result({"truthfulness": 0.5, "machine_ethics": -0.2}, 8.0)
-    repaired = {"truthfulness": result({"truthfulness": 0.45}, 8.1),
-                "machine_ethics": result({"machine_ethics": -0.3}, 8.2)}
-    table = repair_table(pre, post, repaired)
+    pre = _evaluation({"truthfulness": [0.3, 0.5], "machine_ethics": [-0.1, -0.1]}, [2.4] * 4)
+    post = _evaluation({"truthfulness": [0.4, 0.6, 0.5], "machine_ethics": [-0.3, -0.1]},
+                       [2.0, 2.2, 2.1, 2.3])
+    repaired = {"truthfulness": _evaluation({"truthfulness": [0.35, 0.55, 0.45]},
+                                            [2.1, 2.2, 2.1, 2.3]),
+                "machine_ethics": _evaluation({"machine_ethics": [-0.4, -0.2]},
+                                              [2.0, 2.3, 2.2, 2.3])}
+    table = repair_table(pre, post, repaired, BOOTSTRAP)
+    assert list(table.columns) == [
+        "aspect", "pre_sft_logodds", "post_sft_logodds", "ours_logodds", "pre_sft_ppl",
+        "post_sft_ppl", "ours_ppl", "rel_change_logodds", "rel_change_logodds_ci_low",
+        "rel_change_logodds_ci_high", "rel_change_ppl", "rel_change_ppl_ci_low",
+        "rel_change_ppl_ci_high"]
     assert list(table.aspect) == ["truthfulness", "machine_ethics"]
-    assert table.ours_ppl.tolist() == [8.1, 8.2]
+    assert table.ours_ppl.tolist() == [repaired["truthfulness"]["ppl"],
+                                       repaired["machine_ethics"]["ppl"]]
     assert table.rel_change_logodds.tolist() == pytest.approx([10.0, 50.0])
+    # Each row's intervals are the bootstrap's on that row's pair of evaluations.
+    _, logodds = logodds_change([0.4, 0.6, 0.5], [0.35, 0.55, 0.45], BOOTSTRAP)
+    ppl = perplexity_change(post["ppl_nll"], TOKENS, repaired["truthfulness"]["ppl_nll"],
+                            TOKENS, BOOTSTRAP)
+    first = table.iloc[0]
+    assert (first.rel_change_logodds_ci_low, first.rel_change_logodds_ci_high) == (
+        logodds.low, logodds.high)
+    assert (first.rel_change_ppl_ci_low, first.rel_change_ppl_ci_high) == (ppl.low, ppl.high)
+    for kind in ("logodds", "ppl"):
+        assert (table[f"rel_change_{kind}_ci_low"] <= table[f"rel_change_{kind}"]).all()
+        assert (table[f"rel_change_{kind}"] <= table[f"rel_change_{kind}_ci_high"]).all()
+
+
+def test_repair_table_refuses_evaluations_of_other_items() -> None:
+    post = _evaluation({"truthfulness": [0.4, 0.6]}, [2.0] * 4)
+    ours = _evaluation({"truthfulness": [0.3, 0.5]}, [2.0] * 4)
+    ours["aspects"]["truthfulness"]["ids"] = ["other-0", "other-1"]
+    with pytest.raises(ValueError, match="cannot be paired"):
+        repair_table(post, post, {"truthfulness": ours}, BOOTSTRAP)
+
+
+def test_a_result_saved_without_per_item_values_names_the_fix(tmp_path) -> None:
+    from trustrepair.report import with_per_item_values
+
+    old = _evaluation({"truthfulness": [0.4, 0.6]}, [2.0] * 4)
+    del old["ppl_nll"], old["ppl_tokens"], old["ppl_ids"]
+    with pytest.raises(ValueError, match=r"eval_post\.json lacks ppl_ids, ppl_nll, ppl_tokens.*"
+                                         r"trustrepair run PARAMS --force"):
+        with_per_item_values(old, tmp_path / "eval_post.json")
+
+
+def test_ablation_tables_refuse_results_saved_before_intervals(tmp_path) -> None:
+    from trustrepair.artifacts import write_json
+    from trustrepair.report import build_ablation_outputs
+
+    from .conftest import smoke_params
+
+    params = smoke_params(tmp_path)
+    write_json(params.run_dir() / "05_ablations" / "ablations.json",
+               {"beta": 0.01, "post_sft": {"ppl": 8.0, "logodds": {"truthfulness": 0.5}},
+                "rows": [], "grid": [], "n_triples": {}, "ppl_dialogues": 4})
+    with pytest.raises(ValueError, match="does not name the evaluation behind each row"):
+        build_ablation_outputs(params)
+
+
+def test_an_interval_shows_in_the_cell_of_its_value(tmp_path) -> None:
+    frame = pd.DataFrame({"aspect": ["truthfulness"], "ours_ppl": [12.6081],
+                          "rel_change_logodds": [12.8031], "rel_change_logodds_ci_low": [4.104],
+                          "rel_change_logodds_ci_high": [20.97], "rel_change_ppl": [-0.7673],
+                          "rel_change_ppl_ci_low": [-1.0123], "rel_change_ppl_ci_high": [-0.5]})
+    csv, md, tex = write_table(frame, tmp_path, "t")
+    assert pd.read_csv(csv).equals(frame), "CSV keeps every column at full precision"
+    assert md.read_text().splitlines() == [
+        "| aspect | ours_ppl | rel_change_logodds | rel_change_ppl |", "|---|---|---|---|",
+        "| truthfulness | 12.608 | +12.8 [+4.1, +21.0] | -0.77 [-1.01, -0.50] |"]
+    assert r"truthfulness & 12.608 & +12.8 [+4.1, +21.0] & -0.77 [-1.01, -0.50] \\" in \
+        tex.read_text()
+
+
+def test_figure2_draws_a_band_per_line_when_the_grid_has_intervals() -> None:
+    from trustrepair.report import plot_figure2
+
+    grid = pd.DataFrame([{"aspect": "truthfulness", "selector": s, "beta": b, "logodds": 0.4,
+                          "ppl": 8.1} for s in ("dpp", "topk") for b in (0.001, 0.01)])
+    post = {"logodds": {"truthfulness": 0.5}, "ppl": 8.0}
+    assert not plot_figure2(grid, post).axes[0].collections
+    banded = grid.assign(logodds_ci_low=0.35, logodds_ci_high=0.45, ppl_ci_low=8.0,
+                         ppl_ci_high=8.2)
+    fig = plot_figure2(banded, post)
+    assert [len(ax.collections) for ax in fig.axes] == [2, 2]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["with DPP", "without DPP (top-k)", "Post-SFT", "paired bootstrap interval"]
 
 
 def test_paper_vs_ours_sets_our_numbers_beside_the_papers() -> None:

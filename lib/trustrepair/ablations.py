@@ -25,10 +25,10 @@ from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
-from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
-from trustrepair.report import relative_change
+from trustrepair.repair import Preconditioner, pbrf_step, reported_beta, subset_gradient
 from trustrepair.selection import load_subsets
 from trustrepair.sft import sft_into
+from trustrepair.uncertainty import relative_change
 
 STEP = "05_ablations"
 PBRF_SELECTORS = {"ours": "dpp", "topk": "topk", "random": "random"}
@@ -58,14 +58,17 @@ class Ablations:
         """Evaluation of one variant on ``aspects`` (+ perplexity), computed once.
 
         ``same_prefix``: the variant differs from the post-SFT model only in the tracked
-        blocks, so it reads the states below them from the prefix cache.
+        blocks, so it reads the states below them from the prefix cache. ``eval`` names
+        the saved file, relative to the step folder: the tables' confidence intervals
+        read its per-item values.
         """
         def compute() -> dict:
             model = prefix.through(self.prefix if same_prefix else None, make_model())
             return evaluate(model, self.tokenizer, {a: self.tests[a] for a in aspects},
                             self.hh_test, self.p.eval)
 
-        return self.exp.cached(STEP, self.dir / "evals" / f"{name}.json", compute)
+        saved = f"evals/{name}.json"
+        return {**self.exp.cached(STEP, self.dir / saved, compute), "eval": saved}
 
     def subset(self, target: str, selector: str) -> Dataset:
         return self.exp.hh["train"].select(self.subsets[target][selector]["indices"])
@@ -77,7 +80,8 @@ class Ablations:
             self._gradients[key] = subset_gradient(
                 self.model, self.tokenizer, self.subset(target, selector),
                 self.preconditioner.modules, max_length=self.p.sft.max_length,
-                batch_size=self.p.attribution.train_batch_size, cache=self.prefix)
+                batch_size=self.p.attribution.train_batch_size, cache=self.prefix,
+                loss_reduction=self.p.attribution.loss_reduction)
         return pbrf_step(self.model, self.preconditioner, self._gradients[key], beta)
 
     def baseline(self, method: str, aspect: str) -> PreTrainedModel:
@@ -127,14 +131,14 @@ def run_ablations(exp: Experiment) -> dict:
 
 def _compare(exp: Experiment) -> dict:
     a = exp.params.ablations
-    beta = exp.params.repair.beta
     abl = Ablations(exp)
+    beta = reported_beta(exp)
     aspects = list(abl.tests)
     post = abl.evaluated("post_sft", aspects, lambda: abl.model)
     rows, grid = [], []
 
     def add(method: str, aspect: str, result: dict) -> None:
-        rows.append({"aspect": aspect, "method": method,
+        rows.append({"aspect": aspect, "method": method, "eval": result["eval"],
                      "logodds": result["aspects"][aspect]["logodds"], "ppl": result["ppl"]})
 
     jobs = [(aspect, m) for aspect in aspects for m in (*PBRF_SELECTORS, *a.methods)]
@@ -153,6 +157,7 @@ def _compare(exp: Experiment) -> dict:
                 result = abl.evaluated(f"pbrf_{selector}_{aspect}_beta{b:g}", [aspect],
                                        partial(abl.pbrf, aspect, selector, b))
                 grid.append({"aspect": aspect, "selector": selector, "beta": b,
+                             "eval": result["eval"],
                              "logodds": result["aspects"][aspect]["logodds"],
                              "ppl": result["ppl"]})
     retrain_seconds = None
@@ -166,7 +171,7 @@ def _compare(exp: Experiment) -> dict:
         row["rel_change_logodds"] = relative_change(post["aspects"][row["aspect"]]["logodds"],
                                                     row["logodds"])
         row["rel_change_ppl"] = relative_change(post["ppl"], row["ppl"])
-    return {"beta": beta, "post_sft": {"ppl": post["ppl"], "logodds": {
+    return {"beta": beta, "post_sft": {"eval": post["eval"], "ppl": post["ppl"], "logodds": {
                 x: post["aspects"][x]["logodds"] for x in aspects}},
             "n_triples": {x: len(t) for x, t in abl.tests.items()},
             "ppl_dialogues": len(abl.hh_test), "rows": rows, "grid": grid,

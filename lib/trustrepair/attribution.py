@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from kronfluence.analyzer import Analyzer, prepare_model
 from kronfluence.arguments import FactorArguments, ScoreArguments
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair.artifacts import atomic_path, write_text
+from trustrepair.dpp import normalised_scores
 from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
 from trustrepair.metrics import (
@@ -43,6 +43,7 @@ from trustrepair.metrics import (
     encode_dialogues,
     response_logits,
     response_logprobs,
+    response_loss,
 )
 from trustrepair.models import DTYPES, tracked_linear_modules
 from trustrepair.params import AttributionParams
@@ -58,10 +59,11 @@ class SFTTrustTask(Task):
     """
 
     def __init__(self, tracked_modules: list[str], normalized: bool = True,
-                 cache: PrefixCache | None = None):
+                 cache: PrefixCache | None = None, loss_reduction: str = "sum"):
         self.tracked_modules = tracked_modules
         self.normalized = normalized
         self.cache = cache
+        self.loss_reduction = loss_reduction
         self._wrapped: nn.Module | None = None
 
     def _lm(self, model: nn.Module) -> nn.Module:
@@ -77,12 +79,12 @@ class SFTTrustTask(Task):
 
     def compute_train_loss(self, batch: dict, model: torch.nn.Module,
                            sample: bool = False) -> torch.Tensor:
-        logits, labels, _ = response_logits(self._lm(model), batch)
+        logits, labels, mask = response_logits(self._lm(model), batch)
         logits = logits.float()
         if sample:  # labels drawn from the model: the true Fisher, as in the paper
             with torch.no_grad():
                 labels = torch.multinomial(torch.softmax(logits, -1), num_samples=1).squeeze(-1)
-        return F.cross_entropy(logits, labels, reduction="sum")
+        return response_loss(logits, labels, mask, self.loss_reduction)
 
     def compute_measurement(self, batch: dict, model: torch.nn.Module) -> torch.Tensor:
         logprobs, _ = response_logprobs(self._lm(model), batch, normalized=self.normalized)
@@ -186,7 +188,8 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     if cache is not None:
         cache.check_below(model, tracked)
     model_hash = tracked_weights_hash(model, tracked)
-    task = SFTTrustTask(tracked, normalized=normalized, cache=cache)
+    task = SFTTrustTask(tracked, normalized=normalized, cache=cache,
+                        loss_reduction=params.loss_reduction)
     model = prepare_model(model, task)
     analyzer = Analyzer(analysis_name=name, model=model, task=task, output_dir=str(out_dir),
                         cpu=not torch.cuda.is_available(), disable_tqdm=False)
@@ -247,6 +250,14 @@ COMMON = "common"
 """Key of the score summed over aspects: one subset for all aspects (paper Table 2)."""
 
 
+def common_scores(scores: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ over aspects of each aspect's detrimental scores min-max normalised to [0, 1] (the
+    γ̂ of eq. 7 summed over aspects, app. E.4): an aspect whose raw scores run on a larger
+    scale would otherwise choose the common subset alone."""
+    normalised = [torch.from_numpy(normalised_scores(s)) for s in scores.values()]
+    return torch.stack(normalised).sum(0).float()
+
+
 def post_sft_dir(exp: Experiment) -> Path:
     """The post-SFT model of step 01; a clear error if it has not been run."""
     path = exp.run_dir / "01_sft" / "model"
@@ -281,7 +292,7 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
             normalized=p.eval.length_normalized, seed=p.seed, overwrite=exp.recompute,
             cache=exp.prefix_cache(model, attribution=True))
         scores = {a: detrimental(s).float() for a, s in influence.scores.items()}
-        scores[COMMON] = torch.stack(list(scores.values())).sum(0)
+        scores[COMMON] = common_scores(scores)
         with atomic_path(paths["scores"]) as tmp:
             save_file({k: v.contiguous() for k, v in scores.items()}, str(tmp))
         with atomic_path(paths["features"]) as tmp:

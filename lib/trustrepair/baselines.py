@@ -20,9 +20,13 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from trustrepair.metrics import encode_dialogues, length_sorted_batches, response_logits
+from trustrepair.metrics import (
+    encode_dialogues,
+    length_sorted_batches,
+    response_logits,
+    response_loss,
+)
 from trustrepair.prefix import PrefixCache, filling, through
-from trustrepair.repair import response_loss
 
 MICRO_BATCH = 8
 """Rows per forward pass, grouped by length; a step's gradient is the same for any value."""
@@ -181,7 +185,7 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
             optimizer.zero_grad()
             for _, batch in length_sorted_batches([forget[i] for i in rows], MICRO_BATCH,
                                                   tokenizer.pad_token_id, device, desc="ascent"):
-                (-response_loss(current, batch) / len(rows)).backward()
+                (-response_loss(*response_logits(current, batch)) / len(rows)).backward()
             if retain_draws is not None:
                 retained = next(retain_draws)
                 for _, batch in length_sorted_batches([kept[i] for i in retained], MICRO_BATCH,

@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair.experiment import Experiment
-from trustrepair.metrics import perplexity, trust_logodds
+from trustrepair.metrics import response_nll, trust_logodds
 from trustrepair.params import EvalParams
 
 
@@ -17,7 +17,9 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """Log-odds F_j on each aspect's test triples and perplexity on the HH test split.
 
     Returns plain data (JSON-ready): per aspect the mean, the share of triples that
-    prefer the proponent, and the per-triple values (for distribution plots).
+    prefer the proponent, and the per-triple values (for distribution plots); perplexity
+    with each dialogue's summed NLL and token count. With the items' ids, these let a
+    paired bootstrap put a confidence interval on any change between two evaluations.
     """
     result: dict = {"aspects": {}, "length_normalized": params.length_normalized}
     for aspect, triples in trust_test.items():
@@ -31,9 +33,13 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             "ids": list(triples["id"]),
             "per_triple": [round(float(v), 6) for v in odds.per_triple],
         }
-    result["ppl"] = perplexity(model, tokenizer, hh_test, batch_size=params.batch_size,
-                               max_length=params.max_length)
+    nll = response_nll(model, tokenizer, hh_test, batch_size=params.batch_size,
+                       max_length=params.max_length)
+    result["ppl"] = nll.perplexity
     result["ppl_samples"] = len(hh_test)
+    result["ppl_ids"] = list(hh_test["id"])
+    result["ppl_nll"] = [round(float(v), 6) for v in nll.nll]
+    result["ppl_tokens"] = [int(n) for n in nll.tokens]
     return result
 
 

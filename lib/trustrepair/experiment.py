@@ -96,10 +96,17 @@ class Experiment:
 
     @cached_property
     def hh(self) -> DatasetDict:
-        """SFT corpus, train/test, columns id, prompt, response."""
+        """SFT corpus, columns id, prompt, response: ``train`` (the SFT set, the first
+        ``max_train`` train dialogues), ``validation`` (a seeded ``data.hh.validation`` of
+        the train dialogues outside the SFT set, for choosing β) and ``test``."""
         p = self.params.data.hh
         splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
-                              seed=self.params.seed, max_train=p.max_train, max_test=p.max_test)
+                              seed=self.params.seed, max_test=p.max_test)
+        every = splits["train"]
+        n_sft = min(len(every), p.max_train or len(every))
+        splits["train"] = every.select(range(n_sft))
+        rest = every.select([*range(n_sft, len(every))])  # may be empty: β fixed, all for SFT
+        splits["validation"] = data.at_most(rest, p.validation, self.params.seed)
         if self.params.planted.per_aspect:
             harmful = plant_dialogues({a: s["train"] for a, s in self.trust.items()},
                                       self.params.planted.per_aspect, seed=self.params.seed)
@@ -109,14 +116,24 @@ class Experiment:
 
     @cached_property
     def trust(self) -> dict[str, DatasetDict]:
-        """Trust triples per aspect, split train/test (capped by ``max_train``, ``max_test``)."""
+        """Trust triples per aspect: ``train`` (attribution queries, planting; capped by
+        ``max_train``), ``validation`` (``validation_fraction`` of the train split, by the
+        same grouping unit, for choosing β) and ``test`` (capped by ``max_test``)."""
         p = self.params.data.trust
         out = {}
         for aspect in p.aspects:
-            triples = data.load_trust(aspect, p.source or self.data_source, seed=self.params.seed)
+            triples = data.load_trust(aspect, p.source or self.data_source, seed=self.params.seed,
+                                      bias_split=p.bias_split, ethics_pairing=p.ethics_pairing)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
                                       seed=self.params.seed)
-            splits["train"] = data.at_most(splits["train"], p.max_train, self.params.seed)
+            try:
+                held_out = data.split_trust(splits["train"], test_fraction=p.validation_fraction,
+                                            seed=self.params.seed)
+            except ValueError as err:
+                raise ValueError(f"{aspect}: data.trust.validation_fraction="
+                                 f"{p.validation_fraction}: {err}") from None
+            splits["train"] = data.at_most(held_out["train"], p.max_train, self.params.seed)
+            splits["validation"] = held_out["test"]
             splits["test"] = data.at_most(splits["test"], p.max_test, self.params.seed)
             out[aspect] = splits
         return out
@@ -132,21 +149,30 @@ class Experiment:
             if cap is not None and cap > have:
                 raise ValueError(f"data.hh.max_{split}={cap} but the SFT corpus has only "
                                  f"{have} {split} dialogues: lower it or set it to null")
-        n_train = len(self.hh["train"])
+        n_train, n_validation = len(self.hh["train"]), len(self.hh["validation"])
+        if self.params.repair.beta is None and n_validation < hh.validation:
+            raise ValueError(f"data.hh.validation={hh.validation} but only {n_validation} HH train "
+                             f"dialogues lie outside the SFT set: lower it or data.hh.max_train, "
+                             f"or fix repair.beta")
         if self.params.selection.k > n_train:
             raise ValueError(f"selection.k={self.params.selection.k} is larger than the {n_train} "
                              f"SFT train samples: lower selection.k or raise data.hh.max_train")
-        lines = [f"hh: {n_train} train / {len(self.hh['test'])} test dialogues"]
+        lines = [f"hh: {n_train} train / {n_validation} validation / {len(self.hh['test'])} test "
+                 f"dialogues"]
         for aspect, splits in self.trust.items():
             if len(splits["train"]) == 0 or len(splits["test"]) == 0:
                 raise ValueError(f"{aspect}: empty train or test split; check "
                                  f"data.trust.test_fraction and the data source")
-            lines.append(f"{aspect}: {len(splits['train'])} train / {len(splits['test'])} test "
+            lines.append(f"{aspect}: {len(splits['train'])} train / "
+                         f"{len(splits['validation'])} validation / {len(splits['test'])} test "
                          f"triples")
         return lines
 
     def trust_test(self) -> dict[str, Dataset]:
         return {aspect: splits["test"] for aspect, splits in self.trust.items()}
+
+    def trust_validation(self) -> dict[str, Dataset]:
+        return {aspect: splits["validation"] for aspect, splits in self.trust.items()}
 
     @cached_property
     def base_model_dir(self) -> Path:
@@ -190,9 +216,11 @@ class Experiment:
 
 
 def _tokenizer_corpus(train: Dataset, trust: dict[str, DatasetDict]) -> list[str]:
+    """Text a tiny model's tokenizer is trained on: everything but the test splits, which
+    only the final evaluations read."""
     texts = list(train["prompt"]) + list(train["response"])
     for splits in trust.values():
-        for split in splits.values():
+        for split in ("train", "validation"):
             for column in ("prompt", "proponent", "opponent"):
-                texts.extend(split[column])
+                texts.extend(splits[split][column])
     return texts

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -76,6 +77,20 @@ def response_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]
     labels = batch["labels"][:, 1:]
     mask = labels != IGNORE
     return head(hidden[:, :-1][mask]), labels[mask], mask
+
+
+def response_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                  reduction: str = "sum") -> torch.Tensor:
+    """Σ over a batch of each sample's response cross-entropy L(z), as :func:`response_logits`
+    returns the batch: summed over the sample's tokens, or their mean (``mean``: HF's
+    per-sample ``.loss``), which weighs every sample alike whatever its length."""
+    token_loss = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+    if reduction == "sum":
+        return token_loss.sum()
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+    per_token_weight = (1.0 / mask.sum(-1, keepdim=True).clamp(min=1)).expand_as(mask)[mask]
+    return (token_loss * per_token_weight).sum()
 
 
 def response_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor],
@@ -166,14 +181,35 @@ def trust_logodds(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     return LogOdds(per_triple=scores[:n] - scores[n:])
 
 
+@dataclass(frozen=True)
+class ResponseNLL:
+    """Perplexity and what it is made of: per dialogue, the response NLL summed over its
+    tokens (+ EOS) and their number, so perplexity can be recomputed on any resample."""
+
+    nll: torch.Tensor
+    tokens: torch.Tensor
+
+    @property
+    def perplexity(self) -> float:
+        """exp(total NLL / total response tokens): token-weighted, the SFT objective."""
+        return float(torch.exp(self.nll.sum() / self.tokens.sum()))
+
+
+def response_nll(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dialogues,
+                 *, batch_size: int = 8, max_length: int = 256,
+                 desc: str = "perplexity") -> ResponseNLL:
+    """Per-dialogue summed NLL of the response (+ EOS) given its prompt, and token counts."""
+    encoded = encode_dialogues(tokenizer, dialogues, max_length)
+    totals, counts = _scored_in_batches(model, encoded, tokenizer.pad_token_id, batch_size,
+                                        normalized=False, desc=desc)
+    return ResponseNLL(nll=-totals, tokens=counts)
+
+
 def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dialogues,
                *, batch_size: int = 8, max_length: int = 256, desc: str = "perplexity") -> float:
     """Token-weighted perplexity of the responses (+ EOS) given their prompts.
 
     exp(total NLL / total response tokens): the SFT objective on held-out data.
     """
-    encoded = [encode(tokenizer, p, r, max_length, add_eos=True)
-               for p, r in zip(dialogues["prompt"], dialogues["response"], strict=True)]
-    totals, counts = _scored_in_batches(model, encoded, tokenizer.pad_token_id, batch_size,
-                                        normalized=False, desc=desc)
-    return float(torch.exp(-totals.sum() / counts.sum()))
+    return response_nll(model, tokenizer, dialogues, batch_size=batch_size,
+                        max_length=max_length, desc=desc).perplexity

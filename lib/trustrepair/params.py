@@ -85,6 +85,9 @@ class HHParams(_Section):
     """Share held out for perplexity when the source has no test split of its own."""
     max_train: int | None = Field(None, gt=0)
     max_test: int | None = Field(None, gt=0)
+    validation: int = Field(200, gt=0)
+    """HH train dialogues outside the SFT set whose perplexity choices (β) are made on, so
+    that the test dialogues are read only for the final tables."""
 
 
 class TrustParams(_Section):
@@ -94,6 +97,15 @@ class TrustParams(_Section):
     source: str | None = None
     """Folder with the offline mirror; None = ``$TRUST_DATA_DIR`` if set, else the hub."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of each train split held out, by the same unit as the test split, for
+    choosing hyperparameters (β); attribution uses the rest."""
+    bias_split: Literal["group", "template"] = "group"
+    """Stereotype test split: 20 % of each target group's statements (the paper), or whole
+    templates (stricter: claims never seen in attribution)."""
+    ethics_pairing: Literal["minimal_pairs", "random"] = "minimal_pairs"
+    """ETHICS triples from adjacent scenarios that differ in the morally relevant words
+    (the paper's examples), or an acceptable and a wrong scenario paired at random."""
     max_train: int | None = Field(None, gt=0, exclude_if=lambda v: v is None)
     """Cap on train triples per aspect (attribution queries, planting); None = the whole
     train split. Left out of dumps when None, so existing step keys stay valid."""
@@ -178,7 +190,7 @@ class ModelParams(_Section):
         return self
 
 
-UNKEYED: dict[str, Any] = {"model": {"shape"}}
+UNKEYED: dict[str, Any] = {"model": {"shape"}, "eval": {"bootstrap_resamples", "confidence"}}
 """Settings that describe rather than choose, left out of every step key and cache key
 (``model_dump(exclude=UNKEYED)``), so that stating them never invalidates saved results."""
 
@@ -239,6 +251,12 @@ class EvalParams(_Section):
     length_normalized: bool = True
     """Mean per-token log-prob of each response (the scale of the paper's Table 1);
     False = summed log-probs."""
+    bootstrap_resamples: int = Field(2000, ge=2000)
+    """Paired bootstrap resamples of the test items behind every confidence interval of
+    the tables and Figure 2 (fewer leave the interval's tails noisy). Read only when the
+    tables are built, so part of no step key (see :data:`UNKEYED`)."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Coverage of those percentile intervals."""
 
 
 class AttributionParams(_Section):
@@ -249,6 +267,10 @@ class AttributionParams(_Section):
     factor_samples: int = Field(10_000, gt=0)
     """SFT samples the EK-FAC factors are fitted on (paper: a 10k random subset)."""
     strategy: Literal["ekfac", "kfac", "diagonal", "identity"] = "ekfac"
+    loss_reduction: Literal["sum", "mean"] = "sum"
+    """Per-sample SFT loss over response tokens: summed, or the token mean (HF's ``.loss``,
+    the paper authors' setting). It scales each sample's gradient, so it changes which
+    samples rank as harmful and what β means."""
     damping: float | None = Field(None, gt=0)
     """λ of (G + λI)⁻¹; None = kronfluence's heuristic (0.1 × mean eigenvalue)."""
     true_fisher: bool = True
@@ -275,15 +297,28 @@ class SelectionParams(_Section):
 class RepairParams(_Section):
     """The PBRF step (step 04, eq. 5)."""
 
-    beta: float = Field(0.01, gt=0)
-    """Step size β of the repair reported in Tables 1 and 2 (paper: grid 0.001-0.040)."""
+    beta: float | None = Field(None, gt=0)
+    """Step size β of the repair reported in Tables 1 and 2. None = chosen in step 04 from
+    ``beta_grid`` by the ``max_ppl_increase`` rule, on validation data only, so that the
+    test data the tables report never pick it."""
+    beta_grid: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.04)
+    """Candidate β when ``beta`` is None (paper: grid 0.001-0.040). Each costs one PBRF
+    step per repair target and one validation evaluation of each repaired model."""
+    max_ppl_increase: float = Field(1.0, ge=0)
+    """The rule that chooses β: the largest β of ``beta_grid`` whose perplexity on the HH
+    validation dialogues (``data.hh.validation``) exceeds the post-SFT model's by at most
+    this many percent for every repair target (each aspect's subset and the common
+    subset); when no β qualifies, the smallest, and the results say so."""
+    validation_triples: int | None = Field(None, gt=0)
+    """Cap on each aspect's validation triples whose F_j the β curve reports (None = all);
+    the rule reads perplexity only."""
     selector: Literal["dpp", "topk", "random"] = "dpp"
     betas: tuple[float, ...] = (0.005, 0.01, 0.02)
     """β values of the predicted-vs-measured check of eq. 6."""
     sweep_triples: int | None = Field(None, gt=0)
     """Cap on the trust train triples the β sweep measures F_j on (None = all)."""
 
-    @field_validator("betas")
+    @field_validator("betas", "beta_grid")
     @classmethod
     def _positive_betas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         return _sorted_positive(v, "step sizes")

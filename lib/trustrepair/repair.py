@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,11 @@ from trustrepair.metrics import (
     encode_dialogues,
     length_sorted_batches,
     response_logits,
+    response_loss,
     trust_logodds,
 )
 from trustrepair.models import save_pretrained
+from trustrepair.params import EvalParams, RepairParams
 from trustrepair.selection import load_subsets
 
 FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
@@ -104,20 +107,15 @@ class Preconditioner:
                              "differ): rerun step 02 on this model")
 
 
-def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over a collated batch of L(z), the summed response cross-entropy of each z."""
-    logits, labels, _ = response_logits(model, batch)
-    return nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-
-
 def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     subset: Dataset, modules: list[str], *, max_length: int,
-                    batch_size: int = 8,
-                    cache: prefix.PrefixCache | None = None) -> dict[str, torch.Tensor]:
+                    batch_size: int = 8, cache: prefix.PrefixCache | None = None,
+                    loss_reduction: str = "sum") -> dict[str, torch.Tensor]:
     """mean_{z∈S} ∇L(z) per tracked module as a matrix [dW | db] (kronfluence's layout).
 
-    L(z) is the summed response cross-entropy of z, the loss the scores differentiate.
-    With a ``cache`` below ``modules``, the forward pass runs only the blocks above it.
+    L(z) is the response cross-entropy of z reduced as the scores reduced it
+    (``attribution.loss_reduction``): the loss the scores differentiate. With a ``cache``
+    below ``modules``, the forward pass runs only the blocks above it.
     """
     if cache is not None:
         cache.check_below(model, modules)
@@ -134,7 +132,7 @@ def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     with prefix.filling(cache, [e["input_ids"] for e in encoded], "subset gradient"):
         for _, batch in length_sorted_batches(encoded, batch_size, tokenizer.pad_token_id,
                                               device, desc="subset gradient"):
-            loss = response_loss(lm, batch)
+            loss = response_loss(*response_logits(lm, batch), loss_reduction)
             for total, grad in zip(totals, torch.autograd.grad(loss, flat), strict=True):
                 total += grad.float()
     model.train(was_training)
@@ -163,7 +161,8 @@ def pbrf_step(model: PreTrainedModel, preconditioner: Preconditioner,
 
 def repair(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
            preconditioner: Preconditioner, subset: Dataset, beta: float, *,
-           max_length: int, batch_size: int = 8) -> PreTrainedModel:
+           max_length: int, batch_size: int = 8, loss_reduction: str = "sum"
+           ) -> PreTrainedModel:
     """Repaired copy of ``model``: one PBRF step of size ``beta`` on ``subset`` (eq. 5).
 
     The input model is left untouched. Bad inputs fail before any gradient is computed.
@@ -174,61 +173,157 @@ def repair(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         raise ValueError("the repair subset is empty: select at least one SFT sample")
     preconditioner.check_model(model)
     gradient = subset_gradient(model, tokenizer, subset, preconditioner.modules,
-                               max_length=max_length, batch_size=batch_size)
+                               max_length=max_length, batch_size=batch_size,
+                               loss_reduction=loss_reduction)
     return pbrf_step(model, preconditioner, gradient, beta)
 
 
-def run_repair(exp: Experiment) -> dict:
-    """Step 04: repair with each aspect's subset and with the common subset, and evaluate.
+@dataclass
+class RepairTargets:
+    """The post-SFT model and mean ∇L(S) of each repair target's subset (each aspect and
+    ``common``): every repaired model of step 04 is one :func:`pbrf_step` away."""
 
-    Per aspect j, the model repaired with S_j is evaluated on aspect j (Table 1); the
-    model repaired with the common subset on every aspect (Table 2); both with HH test
-    perplexity. A β sweep per aspect compares the change of F_j on the trust train
-    triples (those the scores were computed for) with the prediction of eq. 6.
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    preconditioner: Preconditioner
+    cache: prefix.PrefixCache | None
+    """States below the tracked blocks: repaired models differ only above them."""
+    indices: dict[str, list[int]]
+    gradients: dict[str, dict[str, torch.Tensor]]
+
+    @classmethod
+    def of_run(cls, exp: Experiment) -> RepairTargets:
+        """Steps 01-03's model, factors and ``repair.selector`` subsets of this run."""
+        p = exp.params
+        preconditioner = Preconditioner.of_run(exp)
+        model, tokenizer = exp.load_model(post_sft_dir(exp))
+        preconditioner.check_model(model)
+        cache = exp.prefix_cache(model)
+        subsets = load_subsets(exp)
+        indices = {target: subsets[target][p.repair.selector]["indices"]
+                   for target in [*p.data.trust.aspects, COMMON]}
+        gradients = {target: subset_gradient(
+            model, tokenizer, exp.hh["train"].select(picked), preconditioner.modules,
+            max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size, cache=cache,
+            loss_reduction=p.attribution.loss_reduction) for target, picked in indices.items()}
+        return cls(model, tokenizer, preconditioner, cache, indices, gradients)
+
+    def repaired(self, target: str, beta: float) -> PreTrainedModel:
+        """The post-SFT model after one PBRF step of size ``beta`` on ``target``'s subset."""
+        return pbrf_step(self.model, self.preconditioner, self.gradients[target], beta)
+
+    def evaluated(self, model: PreTrainedModel, trust: dict[str, Dataset], hh: Dataset,
+                  params: EvalParams) -> dict:
+        """:func:`~trustrepair.evaluation.evaluate` of ``model`` through the prefix cache."""
+        return evaluate(prefix.through(self.cache, model), self.tokenizer, trust, hh, params)
+
+
+def choose_beta(curve: list[dict], max_ppl_increase: float) -> dict:
+    """The ``repair.max_ppl_increase`` rule on a validation curve.
+
+    ``curve`` rows carry ``beta`` and ``ppl_increase`` (%, over the post-SFT model) of one
+    repair target. Returns the largest β whose increase is at most ``max_ppl_increase``
+    for every target, with ``within_limit`` True; when no β qualifies, the smallest, with
+    ``within_limit`` False.
+    """
+    worst: dict[float, float] = {}
+    for row in curve:
+        worst[row["beta"]] = max(worst.get(row["beta"], -math.inf), row["ppl_increase"])
+    within = [beta for beta, increase in worst.items() if increase <= max_ppl_increase]
+    if within:
+        return {"beta": max(within), "within_limit": True}
+    return {"beta": min(worst), "within_limit": False}
+
+
+def select_beta(targets: RepairTargets, trust_validation: dict[str, Dataset],
+                hh_validation: Dataset, params: RepairParams, eval_params: EvalParams) -> dict:
+    """β for the reported repair, chosen on validation data alone (:func:`choose_beta`).
+
+    Each target's subset repairs the post-SFT model with every β of ``beta_grid``; the
+    repaired model is scored on the target's validation triples (every aspect's for the
+    common subset) and on the HH validation dialogues. Returns the choice, the post-SFT
+    reference and the whole curve: rows (β, target, aspect, F_j, perplexity, increase %).
+    """
+    post = targets.evaluated(targets.model, trust_validation, hh_validation, eval_params)
+    curve = []
+    for target in targets.gradients:
+        aspects = trust_validation if target == COMMON else {target: trust_validation[target]}
+        for beta in params.beta_grid:
+            result = targets.evaluated(targets.repaired(target, beta), aspects, hh_validation,
+                                       eval_params)
+            increase = 100 * (result["ppl"] - post["ppl"]) / post["ppl"]
+            curve += [{"beta": beta, "target": target, "aspect": aspect,
+                       "logodds": result["aspects"][aspect]["logodds"], "ppl": result["ppl"],
+                       "ppl_increase": increase} for aspect in aspects]
+    return {**choose_beta(curve, params.max_ppl_increase),
+            "beta_grid": list(params.beta_grid), "max_ppl_increase": params.max_ppl_increase,
+            "post_sft": {"ppl": post["ppl"], "logodds": {
+                a: r["logodds"] for a, r in post["aspects"].items()}},
+            "n_triples": {a: len(t) for a, t in trust_validation.items()},
+            "ppl_dialogues": len(hh_validation), "curve": curve}
+
+
+def reported_beta(exp: Experiment) -> float:
+    """β of the repair the tables report: ``repair.beta`` when fixed, else step 04's choice."""
+    if exp.params.repair.beta is not None:
+        return exp.params.repair.beta
+    path = exp.run_dir / "04_repair" / "repair.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}: run step 04 first (it chooses repair.beta)")
+    return read_json(path)["beta"]
+
+
+def run_repair(exp: Experiment) -> dict:
+    """Step 04: choose β on validation data, then repair and evaluate on the test data.
+
+    With ``repair.beta`` None, :func:`select_beta` picks β from validation data alone
+    (saved first, as ``beta_selection.json``); no test split is read before that. Per
+    aspect j, the model repaired with S_j is then evaluated on aspect j's test triples
+    (Table 1); the model repaired with the common subset on every aspect (Table 2); both
+    with HH test perplexity. A β sweep per aspect compares the change of F_j on the trust
+    train triples (those the scores were computed for) with the prediction of eq. 6.
     Repaired models are saved with ``save_pretrained`` under ``04_repair/model_<target>``.
     """
     p = exp.params
     step = exp.step_dir("04_repair")
 
     def compute() -> dict:
-        preconditioner = Preconditioner.of_run(exp)
-        subsets = load_subsets(exp)
+        targets = RepairTargets.of_run(exp)
         harm = load_scores(exp)
-        model, tokenizer = exp.load_model(post_sft_dir(exp))
-        # Repaired models differ only in the tracked blocks: evaluate them from cached states.
-        cache = exp.prefix_cache(model)
-        train, tests = exp.hh["train"], exp.trust_test()
-        results: dict = {"beta": p.repair.beta, "selector": p.repair.selector, "targets": {},
-                         "sweep": []}
-        for target in [*tests, COMMON]:
-            indices = subsets[target][p.repair.selector]["indices"]
-            subset = train.select(indices)
-            gradient = subset_gradient(model, tokenizer, subset, preconditioner.modules,
-                                       max_length=p.sft.max_length,
-                                       batch_size=p.attribution.train_batch_size, cache=cache)
-            preconditioner.check_model(model)
-            repaired = pbrf_step(model, preconditioner, gradient, p.repair.beta)
+        selection = None
+        if p.repair.beta is None:
+            validation = {a: at_most(t, p.repair.validation_triples, p.seed)
+                          for a, t in exp.trust_validation().items()}
+            selection = exp.cached("04_repair", step / "beta_selection.json", lambda: select_beta(
+                targets, validation, exp.hh["validation"], p.repair, p.eval))
+        beta = p.repair.beta if selection is None else selection["beta"]
+        tests = exp.trust_test()
+        results: dict = {"beta": beta, "beta_selection": selection,
+                         "selector": p.repair.selector, "targets": {}, "sweep": []}
+        for target, indices in targets.indices.items():
+            repaired = targets.repaired(target, beta)
             evaluated = tests if target == COMMON else {target: tests[target]}
-            results["targets"][target] = evaluate(prefix.through(cache, repaired), tokenizer,
-                                                  evaluated, exp.hh["test"], p.eval)
-            save_pretrained(repaired, tokenizer, step / f"model_{target}")
+            results["targets"][target] = targets.evaluated(repaired, evaluated, exp.hh["test"],
+                                                           p.eval)
+            save_pretrained(repaired, targets.tokenizer, step / f"model_{target}")
             if target == COMMON:
                 continue
             # Eq. 6 predicts F_j on the triples the scores were computed on: the train split.
             queries = at_most(exp.trust[target]["train"], p.repair.sweep_triples, p.seed)
             def logodds(m: PreTrainedModel, queries: Dataset = queries) -> float:
-                return trust_logodds(prefix.through(cache, m), tokenizer, queries,
-                                     batch_size=p.eval.batch_size, max_length=p.eval.max_length,
+                return trust_logodds(prefix.through(targets.cache, m), targets.tokenizer,
+                                     queries, batch_size=p.eval.batch_size,
+                                     max_length=p.eval.max_length,
                                      normalized=p.eval.length_normalized).mean
 
-            base = logodds(model)
-            for beta in p.repair.betas:
-                measured = logodds(pbrf_step(model, preconditioner, gradient, beta)) - base
+            base = logodds(targets.model)
+            for sweep_beta in p.repair.betas:
+                measured = logodds(targets.repaired(target, sweep_beta)) - base
                 # The scores are those of the mean F_j over all train triples: a subsample
                 # measures the same quantity with sampling noise.
                 results["sweep"].append({
-                    "aspect": target, "beta": beta, "measured_change": measured,
-                    "predicted_change": -beta * float(harm[target][indices].mean())})
+                    "aspect": target, "beta": sweep_beta, "measured_change": measured,
+                    "predicted_change": -sweep_beta * float(harm[target][indices].mean())})
         return results
 
     return exp.cached("04_repair", step / "repair.json", compute)

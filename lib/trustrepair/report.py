@@ -12,14 +12,24 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.patches import Patch
 
 from trustrepair.artifacts import atomic_path, read_json, write_text
 from trustrepair.params import ASPECTS, Params, display_path
+from trustrepair.uncertainty import (
+    Bootstrap,
+    logodds_change,
+    perplexity_change,
+    relative_change,
+)
 
 ASPECT_LABELS = {"truthfulness": "Truthfulness", "machine_ethics": "Machine ethics",
                  "stereotypical_bias": "Stereotypical bias"}
 COLUMN_WIDTH_IN = 3.25
 """One column of a two-column paper."""
+INTERVAL_FORMATS = {"rel_change_logodds": "%+.1f", "rel_change_ppl": "%+.2f"}
+"""How a value shows with its interval in Markdown and LaTeX; perplexity changes are
+about a tenth of the log-odds changes, so they keep one more decimal."""
 
 
 def use_paper_style() -> None:
@@ -30,11 +40,15 @@ def use_paper_style() -> None:
 
 def write_table(frame: pd.DataFrame, directory: Path, stem: str, float_format: str = "%.3f",
                 caption: str = "") -> list[Path]:
-    """Write one table as CSV (full precision), Markdown and LaTeX booktabs."""
+    """Write one table as CSV (full precision), Markdown and LaTeX booktabs.
+
+    A column ``x`` with ``x_ci_low`` and ``x_ci_high`` beside it shows in Markdown and
+    LaTeX as one cell, ``+12.8 [+4.1, +21.0]``; the CSV keeps the three columns.
+    """
     directory = Path(directory)
     paths = [directory / f"{stem}.{ext}" for ext in ("csv", "md", "tex")]
     write_text(paths[0], frame.to_csv(index=False))
-    shown = frame.copy()
+    shown = _with_intervals(frame)
     for col in shown.select_dtypes("floating").columns:
         shown[col] = shown[col].map(lambda v: float_format % v)
     shown = shown.astype(object).where(shown.notna(), "")  # a value that does not apply
@@ -42,6 +56,19 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str, float_format: s
     write_text(paths[1], "\n".join(_markdown(list(shown.columns), rows)) + "\n")
     write_text(paths[2], _booktabs(shown, caption))
     return paths
+
+
+def _with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each value that has an interval merged with it into one text cell."""
+    shown = frame.copy()
+    for col in frame.columns:
+        low, high = f"{col}_ci_low", f"{col}_ci_high"
+        if low in frame.columns and high in frame.columns:
+            fmt = INTERVAL_FORMATS.get(col, "%+.1f")
+            shown[col] = [f"{fmt % v} [{fmt % lo}, {fmt % hi}]"
+                          for v, lo, hi in zip(frame[col], frame[low], frame[high], strict=True)]
+            shown = shown.drop(columns=[low, high])
+    return shown
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -241,27 +268,78 @@ def build_planted_outputs(params: Params) -> list[Path]:
     return paths
 
 
-def relative_change(post: float, ours: float) -> float:
-    """The paper's relative change, 100 · (Post − Ours) / |Post|: positive = lower = better."""
-    return 100 * (post - ours) / abs(post)
+def bootstrap_of(params: Params) -> Bootstrap:
+    """The run's interval settings: ``eval.bootstrap_resamples``, ``eval.confidence``, ``seed``."""
+    return Bootstrap(params.eval.bootstrap_resamples, params.eval.confidence, params.seed)
 
 
-def repair_table(pre: dict, post: dict, repaired: dict[str, dict]) -> pd.DataFrame:
-    """Table 1 / Table 2 rows: per aspect, the model repaired for it (``repaired[aspect]``)."""
+def with_per_item_values(result: dict, path: Path) -> dict:
+    """``result`` (an evaluation saved at ``path``) once it is known to hold the per-item
+    values the confidence intervals are resampled from; else one sentence saying what to do."""
+    missing = [key for key in ("ppl_ids", "ppl_nll", "ppl_tokens") if key not in result]
+    missing += [f"{aspect} per_triple" for aspect, r in result["aspects"].items()
+                if "per_triple" not in r or "ids" not in r]
+    if missing:
+        raise ValueError(f"{display_path(path)} lacks {', '.join(missing)}, the per-item values "
+                         f"that confidence intervals are computed from: it was saved before "
+                         f"they were recorded, so recompute the run with `trustrepair run "
+                         f"PARAMS --force`")
+    return result
+
+
+def change_intervals(post: dict, ours: dict, aspect: str, bootstrap: Bootstrap) -> dict:
+    """Paired-bootstrap intervals of Ours against Post on the same items: ΔF_j of
+    ``aspect`` (``delta_logodds``), its relative change and that of HH perplexity
+    (the paper's 100 · (Post − Ours) / |Post|), as ``*_ci_low`` / ``*_ci_high`` values."""
+    p, o = post["aspects"][aspect], ours["aspects"][aspect]
+    if p["ids"] != o["ids"] or post["ppl_ids"] != ours["ppl_ids"]:
+        raise ValueError(f"the two evaluations score different {aspect} triples or HH "
+                         f"dialogues, so their changes cannot be paired: recompute the run")
+    delta, logodds = logodds_change(p["per_triple"], o["per_triple"], bootstrap)
+    ppl = perplexity_change(post["ppl_nll"], post["ppl_tokens"], ours["ppl_nll"],
+                            ours["ppl_tokens"], bootstrap)
+    return {f"{name}_ci_{end}": getattr(interval, end)
+            for name, interval in (("delta_logodds", delta), ("rel_change_logodds", logodds),
+                                   ("rel_change_ppl", ppl))
+            for end in ("low", "high")}
+
+
+def _rel_changes(values: dict, intervals: dict) -> dict:
+    """Each relative change of ``values`` (the paper's columns) followed by its interval."""
+    columns = {}
+    for name in ("rel_change_logodds", "rel_change_ppl"):
+        columns[name] = values[name]
+        for end in ("low", "high"):
+            columns[f"{name}_ci_{end}"] = intervals[f"{name}_ci_{end}"]
+    return columns
+
+
+def repair_table(pre: dict, post: dict, repaired: dict[str, dict],
+                 bootstrap: Bootstrap) -> pd.DataFrame:
+    """Table 1 / Table 2 rows: per aspect, the model repaired for it (``repaired[aspect]``),
+    each relative change with its paired-bootstrap interval (:func:`change_intervals`)."""
     rows = []
     for aspect in _aspects(post):
         if aspect not in repaired:
             continue
         ours = repaired[aspect]
+        changes = {"rel_change_logodds": relative_change(post["aspects"][aspect]["logodds"],
+                                                         ours["aspects"][aspect]["logodds"]),
+                   "rel_change_ppl": relative_change(post["ppl"], ours["ppl"])}
         rows.append({
             "aspect": aspect, "pre_sft_logodds": pre["aspects"][aspect]["logodds"],
             "post_sft_logodds": post["aspects"][aspect]["logodds"],
             "ours_logodds": ours["aspects"][aspect]["logodds"],
             "pre_sft_ppl": pre["ppl"], "post_sft_ppl": post["ppl"], "ours_ppl": ours["ppl"],
-            "rel_change_logodds": relative_change(post["aspects"][aspect]["logodds"],
-                                                  ours["aspects"][aspect]["logodds"]),
-            "rel_change_ppl": relative_change(post["ppl"], ours["ppl"])})
+            **_rel_changes(changes, change_intervals(post, ours, aspect, bootstrap))})
     return pd.DataFrame(rows)
+
+
+def _interval_note(params: Params) -> str:
+    """Caption sentence saying what the bracketed intervals are."""
+    b = bootstrap_of(params)
+    return (f" Brackets: {100 * b.confidence:g} % paired bootstrap interval ({b.resamples} "
+            f"resamples of the test triples and HH test dialogues, the same for both models).")
 
 
 def plot_predicted_vs_actual(sweep: pd.DataFrame) -> plt.Figure:
@@ -283,24 +361,71 @@ def plot_predicted_vs_actual(sweep: pd.DataFrame) -> plt.Figure:
 def build_repair_outputs(params: Params) -> list[Path]:
     """Tables 1 and 2 and the predicted-vs-actual figure from steps 01 and 04."""
     run = params.run_dir()
-    pre, post = read_json(run / "01_sft" / "eval_pre.json"), read_json(run / "01_sft" /
-                                                                        "eval_post.json")
-    result = read_json(run / "04_repair" / "repair.json")
-    targets = result["targets"]
+    post_path, repair_path = run / "01_sft" / "eval_post.json", run / "04_repair" / "repair.json"
+    pre, post = read_json(run / "01_sft" / "eval_pre.json"), read_json(post_path)
+    with_per_item_values(post, post_path)
+    result = read_json(repair_path)
+    targets = {target: with_per_item_values(evaluated, repair_path)
+               for target, evaluated in result["targets"].items()}
     setting = f"β = {result['beta']}, {result['selector']} subsets"
-    paths = write_table(repair_table(pre, post, targets), params.tables_dir(), "table1",
+    bootstrap = bootstrap_of(params)
+    note = _interval_note(params)
+    paths = write_table(repair_table(pre, post, targets, bootstrap), params.tables_dir(), "table1",
                         caption=f"{params.name}: Pre-SFT, Post-SFT and repaired (ours, {setting}, "
-                                f"one subset per aspect). Relative change 100(Post-Ours)/|Post|.")
+                                f"one subset per aspect). Relative change 100(Post-Ours)/|Post|."
+                                f"{note}")
     common = {aspect: targets["common"] for aspect in targets["common"]["aspects"]}
-    paths += write_table(repair_table(pre, post, common), params.tables_dir(), "table2",
-                         caption=f"{params.name}: repair with one common subset for all "
-                                 f"aspects ({setting}).")
+    paths += write_table(repair_table(pre, post, common, bootstrap), params.tables_dir(),
+                         "table2", caption=f"{params.name}: repair with one common subset for "
+                                           f"all aspects ({setting}).{note}")
     sweep = pd.DataFrame(result["sweep"])[["aspect", "beta", "predicted_change",
                                            "measured_change"]]
     paths += write_table(sweep, params.tables_dir(), "predicted_vs_actual", float_format="%.5f")
     paths += save_figure(plot_predicted_vs_actual(sweep), params.figures_dir(),
                          "predicted_vs_actual")
+    paths += build_beta_selection_outputs(params)
     return paths
+
+
+def beta_choice(result: dict) -> str:
+    """One sentence: which β step 04 repaired with, and why (``repair.json``)."""
+    selection = result.get("beta_selection")
+    if selection is None:
+        return f"β = {result['beta']:g}, fixed by repair.beta (no selection)."
+    grid = ", ".join(f"{b:g}" for b in selection["beta_grid"])
+    limit = f"{selection['max_ppl_increase']:g} %"
+    if selection["within_limit"]:
+        return (f"β = {selection['beta']:g}: the largest of [{grid}] whose HH validation "
+                f"perplexity rises by at most {limit} over Post-SFT for every repair target.")
+    return (f"β = {selection['beta']:g}, the smallest of [{grid}]: no β keeps the HH validation "
+            f"perplexity rise within {limit} over Post-SFT for every repair target.")
+
+
+def beta_selection_table(selection: dict) -> pd.DataFrame:
+    """The validation curve β was chosen on: per target, β and aspect, F_j and HH
+    perplexity on validation data against Post-SFT, and the chosen β."""
+    post = selection["post_sft"]
+    return pd.DataFrame([{
+        "target": row["target"], "beta": row["beta"], "aspect": row["aspect"],
+        "val_logodds": row["logodds"],
+        "rel_change_logodds": relative_change(post["logodds"][row["aspect"]], row["logodds"]),
+        "val_ppl": row["ppl"], "ppl_increase_pct": row["ppl_increase"],
+        "chosen": row["beta"] == selection["beta"]} for row in selection["curve"]])
+
+
+def build_beta_selection_outputs(params: Params) -> list[Path]:
+    """``beta_selection`` table from step 04's saved curve (none when β is fixed)."""
+    result = read_json(params.run_dir() / "04_repair" / "repair.json")
+    selection = result.get("beta_selection")
+    if selection is None:
+        return []
+    sizes = ", ".join(f"{n} {aspect}" for aspect, n in selection["n_triples"].items())
+    caption = (f"{params.name}: {beta_choice(result)} F_j on each target's validation triples "
+               f"({sizes}; the common subset on every aspect), perplexity on "
+               f"{selection['ppl_dialogues']} HH validation dialogues. rel_change_logodds = "
+               f"100(Post-Ours)/|Post|, ppl_increase_pct = 100(Ours-Post)/Post.")
+    return write_table(beta_selection_table(selection), params.tables_dir(), "beta_selection",
+                       float_format="%.4g", caption=caption)
 
 
 def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
@@ -355,18 +480,29 @@ def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
 
 
 def plot_figure2(grid: pd.DataFrame, post: dict) -> plt.Figure:
-    """Figure 2: F_j (top) and perplexity (bottom) across β, DPP subset vs plain top-k."""
+    """Figure 2: F_j (top) and perplexity (bottom) across β, DPP subset vs plain top-k.
+
+    With ``*_ci_low`` / ``*_ci_high`` columns (:func:`figure2_grid`), each line gets a band:
+    the Post-SFT value moved by the paired-bootstrap interval of the change, so a band
+    that crosses the dashed Post-SFT line marks a change within the noise of the test set.
+    """
     use_paper_style()
     aspects = [a for a in ASPECTS if a in set(grid["aspect"])]
     fig, axes = plt.subplots(2, len(aspects), figsize=(2 * COLUMN_WIDTH_IN, 3.2), squeeze=False,
                              sharex=True)
     labels = {"dpp": "with DPP", "topk": "without DPP (top-k)"}
+    banded = {"logodds_ci_low", "ppl_ci_low"} <= set(grid.columns)
     for col, aspect in enumerate(aspects):
         rows = grid[grid["aspect"] == aspect]
         for selector, label in labels.items():
             line = rows[rows["selector"] == selector].sort_values("beta")
-            axes[0][col].plot(line["beta"], line["logodds"], marker="o", ms=3, label=label)
-            axes[1][col].plot(line["beta"], line["ppl"], marker="o", ms=3, label=label)
+            for row, quantity in enumerate(("logodds", "ppl")):
+                ax = axes[row][col]
+                drawn = ax.plot(line["beta"], line[quantity], marker="o", ms=3, label=label)[0]
+                if banded:
+                    ax.fill_between(line["beta"], line[f"{quantity}_ci_low"],
+                                    line[f"{quantity}_ci_high"], color=drawn.get_color(),
+                                    alpha=0.2, lw=0)
         for row, reference in ((0, post["logodds"][aspect]), (1, post["ppl"])):
             axes[row][col].axhline(reference, color="0.4", lw=0.8, ls="--", label="Post-SFT")
         axes[0][col].set(title=ASPECT_LABELS[aspect], ylabel="log-odds $F_j$" if col == 0 else "")
@@ -374,26 +510,72 @@ def plot_figure2(grid: pd.DataFrame, post: dict) -> plt.Figure:
         axes[1][col].set(xlabel="β", xscale="log", ylabel="HH perplexity" if col == 0 else "")
         axes[1][col].set_xticks(betas, [f"{b:g}" for b in betas], rotation=45)
         axes[1][col].minorticks_off()
-    axes[0][-1].legend(fontsize=6)
+    handles = axes[0][-1].get_legend_handles_labels()[0]
+    if banded:
+        handles.append(Patch(facecolor="0.5", alpha=0.3, label="paired bootstrap interval"))
+    axes[0][-1].legend(handles=handles, fontsize=6)
     return _finished(fig)
 
 
+def _ablation_results(params: Params) -> tuple[dict, dict[str, dict]]:
+    """Step 05's ``ablations.json`` and every evaluation it names, by name, each checked
+    for the per-item values the confidence intervals are computed from."""
+    step = params.run_dir() / "05_ablations"
+    path = step / "ablations.json"
+    result = read_json(path)
+    if "eval" not in result["post_sft"]:
+        raise ValueError(f"{display_path(path)} does not name the evaluation behind each row, "
+                         f"whose per-item values confidence intervals are computed from: it was "
+                         f"saved before they were recorded, so recompute the run with "
+                         f"`trustrepair run PARAMS --force`")
+    names = {result["post_sft"]["eval"], *(r["eval"] for r in (*result["rows"], *result["grid"]))}
+    return result, {name: with_per_item_values(read_json(step / name), step / name)
+                    for name in sorted(names)}
+
+
+def figure2_grid(params: Params) -> pd.DataFrame:
+    """Figure 2's points (step 05's β grid) with bands: F_j and perplexity of Post-SFT
+    moved by the paired-bootstrap intervals of ΔF_j and of the relative perplexity change."""
+    result, evals = _ablation_results(params)
+    post, bootstrap = evals[result["post_sft"]["eval"]], bootstrap_of(params)
+    points = []
+    for point in result["grid"]:
+        aspect = point["aspect"]
+        iv = change_intervals(post, evals[point["eval"]], aspect, bootstrap)
+        post_logodds, post_ppl = post["aspects"][aspect]["logodds"], post["ppl"]
+        points.append({
+            **{k: point[k] for k in ("aspect", "selector", "beta", "logodds", "ppl")},
+            "logodds_ci_low": post_logodds + iv["delta_logodds_ci_low"],
+            "logodds_ci_high": post_logodds + iv["delta_logodds_ci_high"],
+            # relative change r = 100 (Post - Ours) / Post, so Ours = Post (1 - r / 100)
+            "ppl_ci_low": post_ppl * (1 - iv["rel_change_ppl_ci_high"] / 100),
+            "ppl_ci_high": post_ppl * (1 - iv["rel_change_ppl_ci_low"] / 100)})
+    return pd.DataFrame(points)
+
+
 def build_ablation_outputs(params: Params) -> list[Path]:
-    """Table 4, the table of every method and Figure 2 from step 05."""
-    result = read_json(params.run_dir() / "05_ablations" / "ablations.json")
-    rows = pd.DataFrame(result["rows"])
-    columns = ["aspect", "method", "rel_change_logodds", "rel_change_ppl"]
+    """Table 4, the table of every method and Figure 2 from step 05, every change with
+    its paired-bootstrap interval against the Post-SFT evaluation of step 05."""
+    result, evals = _ablation_results(params)
+    post, bootstrap = evals[result["post_sft"]["eval"]], bootstrap_of(params)
+    rows = pd.DataFrame([
+        {"aspect": row["aspect"], "method": row["method"],
+         **_rel_changes(row, change_intervals(post, evals[row["eval"]], row["aspect"],
+                                              bootstrap))}
+        for row in result["rows"]])
     sizes = ", ".join(f"{n} {aspect}" for aspect, n in result["n_triples"].items())
     setting = (f"β = {result['beta']}; {sizes} test triples, {result['ppl_dialogues']} HH test "
                f"dialogues")
-    table4 = rows[rows["method"].isin(["random", "ours"])][columns].reset_index(drop=True)
+    note = _interval_note(params)
+    table4 = rows[rows["method"].isin(["random", "ours"])].reset_index(drop=True)
     paths = write_table(table4, params.tables_dir(), "table4",
                         caption=f"{params.name}: PBRF repair with a random subset of the same "
-                                f"size vs ours, relative change (%) against Post-SFT ({setting}).")
-    paths += write_table(rows[columns], params.tables_dir(), "ablations",
+                                f"size vs ours, relative change (%) against Post-SFT ({setting})."
+                                f"{note}")
+    paths += write_table(rows, params.tables_dir(), "ablations",
                          caption=f"{params.name}: every method against Post-SFT, relative change "
-                                 f"(%) ({setting}).")
-    paths += save_figure(plot_figure2(pd.DataFrame(result["grid"]), result["post_sft"]),
+                                 f"(%) ({setting}).{note}")
+    paths += save_figure(plot_figure2(figure2_grid(params), result["post_sft"]),
                          params.figures_dir(), "figure2")
     return paths
 
@@ -450,9 +632,10 @@ def build_paper_comparison(params: Params) -> list[Path]:
     if table1 is None:
         raise FileNotFoundError(2, "missing", str(tables / "table1.csv"))
     data = params.data
+    beta = read_json(params.run_dir() / "04_repair" / "repair.json")["beta"]
     note = (f"Ours: {params.model.source or 'a tiny random-init model'}, SFT on "
             f"{data.hh.max_train or 'all'} HH dialogues, k = {params.selection.k}, "
-            f"β = {params.repair.beta}. Paper: Pythia 1.4B-6.9B and Qwen2.5 1.5B-7B, SFT on "
+            f"β = {beta:g}. Paper: Pythia 1.4B-6.9B and Qwen2.5 1.5B-7B, SFT on "
             f"the 96k static-hh dialogues, k = 100.")
     text = paper_vs_ours(table1, read("table2"), read("table4"), model_label=params.name,
                          scale_note=note)

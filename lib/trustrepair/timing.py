@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import post_sft_dir
 from trustrepair.experiment import Experiment
-from trustrepair.repair import Preconditioner, repair
+from trustrepair.repair import Preconditioner, repair, reported_beta
 
 STEP = "06_timing"
 
@@ -30,11 +30,12 @@ def time_repair(exp: Experiment, model: PreTrainedModel, tokenizer: PreTrainedTo
     train = exp.hh["train"]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(p.seed))
     subset = train.select(order[:size].tolist())
-    seconds = []
+    beta, seconds = reported_beta(exp), []
     for _ in range(repeats):
         start = time.perf_counter()
-        repair(model, tokenizer, preconditioner, subset, p.repair.beta,
-               max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size)
+        repair(model, tokenizer, preconditioner, subset, beta,
+               max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size,
+               loss_reduction=p.attribution.loss_reduction)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 

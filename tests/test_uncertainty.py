@@ -1,0 +1,119 @@
+"""Paired bootstrap intervals on the tables' changes, against cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from trustrepair.uncertainty import (
+    Bootstrap,
+    logodds_change,
+    paired_bootstrap,
+    perplexity_change,
+    relative_change,
+    resample_counts,
+    resample_indices,
+)
+
+B = Bootstrap(resamples=2000, confidence=0.95, seed=0)
+RNG = np.random.default_rng(7)
+POST = RNG.normal(0.3, 0.5, 150)
+"""Per-triple log-odds of a post-SFT model: mean well away from 0."""
+NLL_PER_TOKEN = RNG.uniform(1.5, 3.5, 80)
+TOKENS = RNG.integers(5, 60, 80)
+POST_NLL = NLL_PER_TOKEN * TOKENS
+
+
+def test_identical_models_give_a_zero_width_interval_at_zero() -> None:
+    delta, relative = logodds_change(POST, POST.copy(), B)
+    ppl = perplexity_change(POST_NLL, TOKENS, POST_NLL.copy(), TOKENS, B)
+    for interval in (delta, relative, ppl):
+        assert (interval.low, interval.high) == (0.0, 0.0)
+
+
+def test_a_constant_shift_of_every_triple_shifts_delta_f_by_exactly_that() -> None:
+    c = 0.125
+    delta, _ = logodds_change(POST, POST + c, B)
+    assert delta.low == pytest.approx(c, abs=1e-12) and delta.high == pytest.approx(c, abs=1e-12)
+    # With the same value on every post-SFT triple, F_post is that value on every
+    # resample, so the relative change is one number: 100 (2 - 2.125) / 2 = -6.25.
+    flat = np.full(150, 2.0)
+    delta, relative = logodds_change(flat, flat + c, B)
+    assert (delta.low, delta.high) == pytest.approx((c, c), abs=1e-12)
+    assert (relative.low, relative.high) == pytest.approx((-6.25, -6.25), abs=1e-9)
+
+
+def test_perplexity_scaled_by_a_known_factor() -> None:
+    # The same per-token NLL a on every dialogue: perplexity e^a on every resample. NLLs
+    # scaled by s give e^(s a): relative change 100 (1 - e^((s-1) a)), whatever the draw.
+    a, s = 2.0, 0.9
+    nll = a * TOKENS
+    ppl = perplexity_change(nll, TOKENS, s * nll, TOKENS, B)
+    expected = 100 * (1 - math.exp((s - 1) * a))
+    assert (ppl.low, ppl.high) == pytest.approx((expected, expected), rel=1e-9)
+    # Adding d nats to every token multiplies perplexity by e^d on any resample.
+    d = 0.05
+    ppl = perplexity_change(POST_NLL, TOKENS, POST_NLL + d * TOKENS, TOKENS, B)
+    expected = 100 * (1 - math.exp(d))
+    assert (ppl.low, ppl.high) == pytest.approx((expected, expected), rel=1e-9)
+
+
+def test_perplexity_is_token_weighted_on_each_resample() -> None:
+    """The vectorised interval equals one computed resample by resample from the indices."""
+    ours = POST_NLL * RNG.uniform(0.9, 1.05, 80)
+    got = perplexity_change(POST_NLL, TOKENS, ours, TOKENS, B)
+    values = []
+    for draw in resample_indices(80, B.resamples, B.seed):
+        post_ppl = math.exp(POST_NLL[draw].sum() / TOKENS[draw].sum())
+        ours_ppl = math.exp(ours[draw].sum() / TOKENS[draw].sum())
+        values.append(relative_change(post_ppl, ours_ppl))
+    low, high = np.quantile(values, [0.025, 0.975])
+    assert (got.low, got.high) == pytest.approx((low, high), rel=1e-9)
+    point = relative_change(math.exp(POST_NLL.sum() / TOKENS.sum()),
+                            math.exp(ours.sum() / TOKENS.sum()))
+    assert got.low < point < got.high
+
+
+def test_the_interval_contains_the_point_estimate() -> None:
+    ours = POST - 0.05 + RNG.normal(0, 0.2, 150)
+    delta, relative = logodds_change(POST, ours, B)
+    assert delta.low < ours.mean() - POST.mean() < delta.high
+    assert relative.low < relative_change(POST.mean(), ours.mean()) < relative.high
+
+
+def test_the_seed_fixes_the_interval() -> None:
+    ours = POST + RNG.normal(0, 0.3, 150)
+    first = logodds_change(POST, ours, B)
+    assert logodds_change(POST, ours, B) == first
+    other = logodds_change(POST, ours, Bootstrap(B.resamples, B.confidence, seed=1))
+    assert other != first
+
+
+def test_resample_counts_are_the_index_matrix_counted() -> None:
+    draws = resample_indices(30, 50, seed=3)
+    counts = resample_counts(30, 50, seed=3)
+    assert counts.shape == (50, 30) and (counts.sum(1) == 30).all()
+    for row, draw in zip(counts, draws, strict=True):
+        assert (row == np.bincount(draw, minlength=30)).all()
+
+
+def test_the_resample_is_paired() -> None:
+    """Items vary far more than the change between models: pairing removes that spread."""
+    ours = POST - 0.02 + RNG.normal(0, 0.01, 150)
+    delta, _ = logodds_change(POST, ours, B)
+    # Paired: the interval of ΔF is that of the per-triple differences alone.
+    alone = paired_bootstrap(np.zeros(150), ours - POST, lambda p, o: o[:, 0] / 150, B)
+    assert (delta.low, delta.high) == pytest.approx((alone.low, alone.high), abs=1e-12)
+    # Unpaired: each model's triples drawn on their own, the spread of the items dominates.
+    post_means = POST[resample_indices(150, B.resamples, seed=1)].mean(1)
+    ours_means = ours[resample_indices(150, B.resamples, seed=2)].mean(1)
+    low, high = np.quantile(ours_means - post_means, [0.025, 0.975])
+    assert (high - low) > 20 * (delta.high - delta.low)
+    assert delta.high < 0 < high, "paired, the change is clear; unpaired, it is not"
+
+
+def test_the_two_models_must_score_the_same_items() -> None:
+    with pytest.raises(ValueError, match="same items"):
+        logodds_change(POST, POST[:-1], B)
