@@ -1,16 +1,24 @@
-"""Steps 05 and 06 refuse to start without what they build on."""
+"""Step 05: what it refuses to start without, the subsets its extra rows repair with, the
+retraining control, and how the random draws show in the tables."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from trustrepair.ablations import run_ablations
+from trustrepair import ablations, dpp, recovery
+from trustrepair.ablations import Ablations, random_draws, ranker_subsets, run_ablations
+from trustrepair.attribution import COMMON, post_sft_dir, run_attribution
 from trustrepair.experiment import Experiment
+from trustrepair.models import save_pretrained
+from trustrepair.report import ablation_table, change_intervals, mean_change_intervals
+from trustrepair.selection import load_subsets, run_selection
 from trustrepair.timing import run_timing
 
 from .conftest import smoke_params
+from .test_report import BOOTSTRAP, _evaluation
 
 
 def test_ablations_need_the_factors_of_step_02(tmp_path: Path) -> None:
@@ -21,3 +29,177 @@ def test_ablations_need_the_factors_of_step_02(tmp_path: Path) -> None:
 def test_timing_needs_the_retraining_of_step_05(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="ablations.retrain: true"):
         run_timing(Experiment(smoke_params(tmp_path)))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A smoke run through step 03, the base model standing in for the post-SFT one."""
+    tmp = tmp_path_factory.mktemp("ablations")
+    exp = Experiment(smoke_params(tmp))
+    save_pretrained(*exp.load_model(), exp.run_dir / "01_sft" / "model")
+    run_attribution(exp)
+    run_selection(exp)
+    return tmp
+
+
+def _experiment(tmp: Path, **overrides) -> Experiment:
+    return Experiment(smoke_params(tmp, **{"repair.beta": 0.01, **overrides}))
+
+
+class _NoTestSplit(dict):
+    """Splits of a dataset without its test split: reading that fails the test."""
+
+    def __getitem__(self, split: str):
+        if split == "test":
+            raise AssertionError("a test split was read")
+        return super().__getitem__(split)
+
+
+def _without_test_splits(exp: Experiment) -> Experiment:
+    exp.trust = {a: _NoTestSplit({k: v for k, v in s.items() if k != "test"})
+                 for a, s in exp.trust.items()}
+    exp.hh = _NoTestSplit({k: v for k, v in exp.hh.items() if k != "test"})
+    return exp
+
+
+def test_ranker_subsets_are_top_k_of_train_split_scores(run_dir: Path) -> None:
+    exp = _without_test_splits(_experiment(run_dir))
+    k = exp.params.selection.k
+    picked = ranker_subsets(exp, ("hidden_cosine", "gradient_dot"), k)
+    model, tokenizer = exp.load_model(post_sft_dir(exp))
+    scores = {"hidden_cosine": recovery.hidden_cosine_scores(exp, model, tokenizer),
+              "gradient_dot": recovery.gradient_dot_scores(
+                  exp, model, tokenizer, run_dir / "runs" / "smoke" / "05_ablations" /
+                  "kronfluence")}
+    assert set(picked) == set(exp.trust)
+    for aspect, by_ranker in picked.items():
+        assert list(by_ranker) == ["hidden_cosine", "gradient_dot"]
+        for ranker, indices in by_ranker.items():
+            assert len(set(indices)) == len(indices) == k
+            assert indices == dpp.top_k(scores[ranker][aspect], k)
+    assert list(ranker_subsets(exp, ("gradient_dot",), k)["truthfulness"]) == ["gradient_dot"]
+
+
+def test_random_draws_differ_and_the_first_is_table_4s(run_dir: Path) -> None:
+    exp = _experiment(run_dir)
+    n, k = len(exp.hh["train"]), exp.params.selection.k
+    draws = random_draws(n, k, seed=exp.params.seed, draws=3)
+    assert list(draws) == ["random_seed0", "random_seed1", "random_seed2"]
+    assert all(len(set(d)) == k and all(0 <= i < n for i in d) for d in draws.values())
+    assert len({frozenset(d) for d in draws.values()}) == 3, "three different subsets"
+    for picks in load_subsets(exp).values():
+        assert picks["random"]["indices"] == draws["random_seed0"]
+    assert list(random_draws(n, k, seed=5, draws=2)) == ["random_seed5", "random_seed6"]
+
+
+def test_the_retrain_control_leaves_out_k_random_samples_other_than_s(run_dir: Path,
+                                                                     monkeypatch) -> None:
+    exp = _experiment(run_dir)
+    trained = {}
+
+    def fake_sft(exp_, train, step, out_dir):
+        trained[out_dir.name] = (set(train["id"]), step)
+        return post_sft_dir(exp), {}
+
+    monkeypatch.setattr(ablations, "sft_into", fake_sft)
+    abl = Ablations(exp)
+    for method in ("retrain", "retrain_random"):
+        abl.retrain(method)
+    every = set(exp.hh["train"]["id"])
+    k = exp.params.selection.k
+    common = load_subsets(exp)[COMMON]
+    left_out = {method: every - kept for method, (kept, _) in trained.items()}
+    assert {method: step for method, (_, step) in trained.items()} == {
+        "retrain": "03_dpp", "retrain_random": "03_dpp"}, "both in their own folder"
+    assert left_out["retrain"] == set(common["dpp"]["ids"])
+    assert len(left_out["retrain_random"]) == k
+    assert left_out["retrain_random"] == set(common["random"]["ids"])
+    assert left_out["retrain_random"] != left_out["retrain"]
+
+
+@pytest.mark.parametrize(("overrides", "retrained"), [
+    ({}, {"retrain", "retrain_random"}),
+    ({"ablations.retrain_control": False}, {"retrain"}),
+    ({"ablations.retrain": False}, set()),
+])
+def test_step_05_repairs_each_new_subset_and_retrains_as_asked(
+        run_dir: Path, monkeypatch, overrides: dict, retrained: set) -> None:
+    evaluated = []
+
+    def fake_evaluation(self, name, aspects, make_model, *, same_prefix=True):
+        evaluated.append(name)
+        return {"aspects": {a: {"logodds": 0.5} for a in aspects}, "ppl": 2.0,
+                "eval": f"evals/{name}.json"}
+
+    def no_sft(*args, **kwargs):
+        raise AssertionError("the evaluation is faked: nothing should train")
+
+    monkeypatch.setattr(Ablations, "evaluated", fake_evaluation)
+    monkeypatch.setattr(ablations, "sft_into", no_sft)
+    monkeypatch.setattr(ablations, "read_json", lambda path: {"train_runtime": 1.0})
+    exp = _experiment(run_dir, **{"ablations.methods": ["ga"], **overrides})
+    result = ablations._compare(exp)
+    k, aspects = exp.params.selection.k, list(exp.trust)
+    methods = {"ours", "topk", "random_seed0", "random_seed1", "random_seed2", "hidden_cosine",
+               "gradient_dot", "ga"} | retrained
+    assert {(r["aspect"], r["method"]) for r in result["rows"]} == {
+        (a, m) for a in aspects for m in methods}
+    assert result["random_draws"] == ["random_seed0", "random_seed1", "random_seed2"]
+    assert result["k"] == k
+    subsets = result["subsets"]
+    assert list(subsets) == [COMMON, *aspects]
+    assert list(subsets[COMMON]) == result["random_draws"], "one draw for every aspect"
+    for aspect in aspects:
+        assert list(subsets[aspect]) == ["hidden_cosine", "gradient_dot"]
+        assert f"pbrf_gradient_dot_{aspect}_beta0.01" in evaluated
+    assert all(len(set(ids)) == len(ids) == k for named in subsets.values()
+               for ids in named.values())
+    assert [name for name in evaluated if name.startswith("pbrf_random")] == [
+        "pbrf_random_seed0_beta0.01", "pbrf_random_seed1_beta0.01",
+        "pbrf_random_seed2_beta0.01"] * len(aspects), "each draw's model evaluated by name"
+    assert set(result["retrained"]) == retrained
+    assert all(len(r["excluded_ids"]) == k for r in result["retrained"].values())
+
+
+def test_the_random_row_is_the_mean_and_spread_of_the_draws() -> None:
+    post = _evaluation({"truthfulness": [0.4, 0.6, 0.5, 0.3]}, [2.0, 2.2, 2.1, 2.3])
+    evals = {"evals/post.json": post,
+             "evals/ours.json": _evaluation({"truthfulness": [0.3, 0.5, 0.4, 0.3]},
+                                            [2.0, 2.2, 2.1, 2.3])}
+    shifts = {"random_seed0": 0.01, "random_seed1": -0.03, "random_seed2": 0.05}
+    for name, shift in shifts.items():
+        evals[f"evals/{name}.json"] = _evaluation(
+            {"truthfulness": [0.4 - shift, 0.6, 0.5 - 2 * shift, 0.3]},
+            [2.0 + shift, 2.2, 2.1, 2.3 + shift])
+    rows = []
+    for method in ("ours", *shifts):
+        ev = evals[f"evals/{method}.json"]
+        rows.append({"aspect": "truthfulness", "method": method, "eval": f"evals/{method}.json",
+                     "rel_change_logodds": 100 * (post["aspects"]["truthfulness"]["logodds"] -
+                                                  ev["aspects"]["truthfulness"]["logodds"]) /
+                     abs(post["aspects"]["truthfulness"]["logodds"]),
+                     "rel_change_ppl": 100 * (post["ppl"] - ev["ppl"]) / post["ppl"]})
+    result = {"post_sft": {"eval": "evals/post.json"}, "rows": rows,
+              "random_draws": list(shifts)}
+    table = ablation_table(result, evals, BOOTSTRAP).set_index("method")
+    assert list(table.index) == ["ours", "random", *shifts], "the mean before its draws"
+    draws = table.loc[list(shifts)]
+    assert draws.rel_change_logodds.nunique() == 3, "the draws differ"
+    random = table.loc["random"]
+    intervals = mean_change_intervals(post, [evals[f"evals/{m}.json"] for m in shifts],
+                                      "truthfulness", BOOTSTRAP)
+    for kind in ("logodds", "ppl"):
+        name = f"rel_change_{kind}"
+        assert random[name] == pytest.approx(draws[name].mean())
+        assert random[f"{name}_std"] == pytest.approx(np.std(draws[name], ddof=1))
+        assert (random[f"{name}_ci_low"], random[f"{name}_ci_high"]) == (
+            intervals[f"{name}_ci_low"], intervals[f"{name}_ci_high"])
+        assert random[f"{name}_ci_low"] <= random[name] <= random[f"{name}_ci_high"]
+        assert table.drop(index="random")[f"{name}_std"].isna().all(), "one spread: random's"
+    # Of one model, the interval of the mean is that model's own.
+    one = mean_change_intervals(post, [evals["evals/random_seed1.json"]], "truthfulness",
+                                BOOTSTRAP)
+    own = change_intervals(post, evals["evals/random_seed1.json"], "truthfulness", BOOTSTRAP)
+    assert one == {key: own[key] for key in one}
+    assert (table.loc["random_seed1", "rel_change_ppl_ci_low"] ==
+            own["rel_change_ppl_ci_low"])

@@ -89,6 +89,7 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
         shown = (tmp_path / "tables" / name / f"{stem}.md").read_text().splitlines()
         assert "_ci_" not in shown[0], "an interval shares its value's cell"
         assert all(len(re.findall(interval, row)) == 2 for row in shown[2:]), stem
+        assert "nan" not in "".join(shown), "a value that does not apply shows empty"
     assert (run_dir / "04_repair" / "model_common" / "config.json").exists()
     assert (tmp_path / "figures" / name / "predicted_vs_actual.png").exists()
     chosen = json.loads((run_dir / "04_repair" / "repair.json").read_text())["beta"]
@@ -99,20 +100,43 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert (run_dir / "01_sft" / "model" / "config.json").exists()
     tables, figures = tmp_path / "tables" / name, tmp_path / "figures" / name
     table4 = pd.read_csv(tables / "table4.csv")
-    assert list(table4.columns) == ["aspect", "method", *changes]
-    for frame in (table1, table2, table4):
+    assert list(table4.columns) == ["aspect", "method", *changes[:3], "rel_change_logodds_std",
+                                    *changes[3:], "rel_change_ppl_std"]
+    ablation = pd.read_csv(tables / "ablations.csv")
+    for frame in (table1, table2, table4, ablation):
         for kind in ("logodds", "ppl"):
             low, high = frame[f"rel_change_{kind}_ci_low"], frame[f"rel_change_{kind}_ci_high"]
             assert (low.notna() & (low <= high)).all()
     assert sorted(table4.method.unique()) == ["ours", "random"]
-    ablation = pd.read_csv(tables / "ablations.csv")
     assert list(ablation.columns) == list(table4.columns)
-    assert set(ablation.method) == {"ours", "topk", "random", "sga", "ga", "ga_kl", "dpo",
-                                    "retrain"}
+    draws = ["random_seed0", "random_seed1", "random_seed2"]
+    assert set(ablation.method) == {"ours", "topk", "random", *draws, "hidden_cosine",
+                                    "gradient_dot", "sga", "ga", "ga_kl", "dpo", "retrain",
+                                    "retrain_random"}
     assert (ablation.groupby("method").aspect.nunique() == len(ASPECTS)).all()
-    retrained = ablation[ablation.method == "retrain"]
-    assert retrained.rel_change_ppl.nunique() == 1, "one model retrained without the common S"
-    assert retrained.rel_change_ppl_ci_low.nunique() == 1, "its interval is one too"
+    pd.testing.assert_frame_equal(table4, ablation[ablation.method.isin(["ours", "random"])]
+                                  .reset_index(drop=True))
+    for aspect, rows in ablation.groupby("aspect"):
+        drawn, random = rows[rows.method.isin(draws)], rows[rows.method == "random"].iloc[0]
+        assert drawn.rel_change_logodds.nunique() == 3, f"{aspect}: three different draws"
+        for kind in ("logodds", "ppl"):
+            column = drawn[f"rel_change_{kind}"]
+            assert random[f"rel_change_{kind}"] == pytest.approx(column.mean())
+            assert random[f"rel_change_{kind}_std"] == pytest.approx(column.std())
+        assert rows[rows.method != "random"].rel_change_logodds_std.isna().all()
+    saved = json.loads((run_dir / "05_ablations" / "ablations.json").read_text())
+    assert set(saved["subsets"]["common"]) == set(draws), "a draw repairs every aspect"
+    for target, named in saved["subsets"].items():
+        assert target == "common" or set(named) == {"hidden_cosine", "gradient_dot"}
+        assert all(len(set(picked)) == 10 for picked in named.values()), "k samples each"
+    for method in ("retrain", "retrain_random"):
+        retrained = ablation[ablation.method == method]
+        assert retrained.rel_change_ppl.nunique() == 1, "one model retrained for every aspect"
+        assert retrained.rel_change_ppl_ci_low.nunique() == 1, "its interval is one too"
+    left_out = {m: set(r["excluded_ids"]) for m, r in saved["retrained"].items()}
+    assert left_out["retrain"] == set(subsets["common"]["dpp"]["ids"])
+    assert len(left_out["retrain_random"]) == 10 and left_out["retrain_random"] != left_out[
+        "retrain"], "the control leaves out as many samples, at random"
     timing = pd.read_csv(tables / "timing.csv")
     assert list(timing.columns) == ["what", "subset_size", "seconds"]
     repairs = timing[timing.what == "repair"]
@@ -208,7 +232,7 @@ def test_a_missing_data_folder_names_the_variable(tmp_path: Path, capsys) -> Non
 @pytest.mark.slow
 def test_planted_harm_step_runs_and_writes_the_recovery_table(tmp_path: Path) -> None:
     params_file = _params_file(tmp_path, "smoke-planted.yaml")
-    assert cli.main(["run", str(params_file)]) == 0
+    assert cli.main(["run", str(params_file), "--only", "01", "02", "02b"]) == 0
     table = pd.read_csv(tmp_path / "tables" / "smoke-planted" / "planted_recovery.csv")
     assert list(table.columns) == ["method", "aspect", "auroc", "precision_at_k"]
     assert set(table.method) == {"ekfac", "gradient_dot", "hidden_cosine", "random"}

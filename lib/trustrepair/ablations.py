@@ -1,9 +1,15 @@
 """Step 05: what the repair is compared against, on the same post-SFT model (paper §4).
 
-- Table 4: a random subset of the same size with the same PBRF step, against ours.
+- Table 4: random subsets of the same size with the same PBRF step, against ours; the
+  tables report the mean and standard deviation over ``ablations.random_draws`` draws.
+- Cheaper rankers: the same PBRF step on the k SFT samples that hidden-state cosine to
+  the aspect's opponent texts, or the plain gradient dot product, ranks most detrimental
+  (step 02b's rankers, scored on the same trust train triples as EK-FAC): does the
+  attribution matter, or would a cheap score repair as well?
 - Figure 2: F_j and perplexity across a β grid, DPP subset vs plain top-k (no DPP).
 - Baselines: SGA, GA and GA+KL on the aspect's DPP subset, DPO on its trust train pairs.
-- Retraining: the SFT of step 01 rerun without the common subset.
+- Retraining: the SFT of step 01 rerun without the common subset and, as a control for
+  the noise of SFT itself, without as many random SFT samples.
 
 Every variant, the post-SFT reference included, is evaluated on the same (optionally
 capped) test triples and HH dialogues, and each evaluation is saved on its own, so an
@@ -12,14 +18,14 @@ interrupted step resumes at the first variant it had not finished.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from trustrepair import baselines, prefix
+from trustrepair import baselines, dpp, prefix, recovery
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.data import at_most
@@ -31,8 +37,36 @@ from trustrepair.sft import sft_into
 from trustrepair.uncertainty import relative_change
 
 STEP = "05_ablations"
-PBRF_SELECTORS = {"ours": "dpp", "topk": "topk", "random": "random"}
+PBRF_SELECTORS = {"ours": "dpp", "topk": "topk"}
 """Method name in the tables -> selector of step 03 whose subset the PBRF step uses."""
+RETRAINED = {"retrain": "dpp", "retrain_random": "random"}
+"""Method name in the tables -> selector of step 03 whose common subset the SFT rerun
+leaves out: S itself, and as many random samples (the control for SFT noise)."""
+
+
+def random_draws(n: int, k: int, seed: int, draws: int) -> dict[str, list[int]]:
+    """Method name -> k of the n SFT samples drawn at random with seed ``seed + i``, for
+    i < ``draws``; the first is step 03's random subset, the one Table 4 always used."""
+    return {f"random_seed{seed + i}": dpp.random_k(n, k, seed + i) for i in range(draws)}
+
+
+def ranker_subsets(exp: Experiment, rankers: Sequence[str],
+                   k: int) -> dict[str, dict[str, list[int]]]:
+    """Aspect -> ranker -> the k SFT samples the ranker scores most detrimental to the aspect.
+
+    The rankers are step 02b's (:mod:`trustrepair.recovery`), on the post-SFT model and
+    the aspect's trust *train* triples, as EK-FAC's scores are: the test triples stay for
+    the evaluation alone.
+    """
+    model, tokenizer = exp.load_model(post_sft_dir(exp))
+    scores = {}
+    if "hidden_cosine" in rankers:
+        scores["hidden_cosine"] = recovery.hidden_cosine_scores(exp, model, tokenizer)
+    if "gradient_dot" in rankers:  # last: kronfluence hooks into the model
+        scores["gradient_dot"] = recovery.gradient_dot_scores(
+            exp, model, tokenizer, exp.step_dir(STEP) / "kronfluence",
+            cache=exp.prefix_cache(model, attribution=True))
+    return {aspect: {r: dpp.top_k(scores[r][aspect], k) for r in rankers} for aspect in exp.trust}
 
 
 class Ablations:
@@ -43,7 +77,10 @@ class Ablations:
         self.exp, self.p = exp, p
         self.dir = exp.step_dir(STEP)
         self.preconditioner = Preconditioner.of_run(exp)
-        self.subsets = load_subsets(exp)
+        self.subsets: dict[str, dict[str, list[int]]] = {
+            target: {name: pick["indices"] for name, pick in picks.items()}
+            for target, picks in load_subsets(exp).items()}
+        """target -> name -> SFT indices: step 03's selectors, and any subset added by name."""
         self.model, self.tokenizer = exp.load_model(post_sft_dir(exp))
         self.preconditioner.check_model(self.model)
         # Every variant but the retrained one changes only the tracked blocks.
@@ -71,10 +108,15 @@ class Ablations:
         return {**self.exp.cached(STEP, self.dir / saved, compute), "eval": saved}
 
     def subset(self, target: str, selector: str) -> Dataset:
-        return self.exp.hh["train"].select(self.subsets[target][selector]["indices"])
+        return self.exp.hh["train"].select(self.subsets[target][selector])
+
+    def outside(self, excluded: list[int]) -> Dataset:
+        """The SFT train samples not in ``excluded``, in their order."""
+        skip, train = set(excluded), self.exp.hh["train"]
+        return train.select([i for i in range(len(train)) if i not in skip])
 
     def pbrf(self, target: str, selector: str, beta: float) -> PreTrainedModel:
-        """The post-SFT model after one PBRF step on a step-03 subset (gradient reused)."""
+        """The post-SFT model after one PBRF step on a named subset (gradient reused)."""
         key = (target, selector)
         if key not in self._gradients:
             self._gradients[key] = subset_gradient(
@@ -108,19 +150,16 @@ class Ablations:
 
     def retained(self, aspect: str) -> Dataset:
         """SFT samples outside the aspect's subset, for the KL term of GA+KL."""
-        excluded = set(self.subsets[aspect]["dpp"]["indices"])
-        keep = [i for i in range(len(self.exp.hh["train"])) if i not in excluded]
-        return at_most(self.exp.hh["train"].select(keep), self.p.ablations.retain_samples,
-                       self.p.seed)
+        return at_most(self.outside(self.subsets[aspect]["dpp"]),
+                       self.p.ablations.retain_samples, self.p.seed)
 
-    def retrain(self) -> PreTrainedModel:
-        """SFT from the base model without the common DPP subset (the slow counterfactual)."""
-        excluded = set(self.subsets[COMMON]["dpp"]["indices"])
-        train = self.exp.hh["train"]
-        kept = train.select([i for i in range(len(train)) if i not in excluded])
+    def retrain(self, method: str) -> PreTrainedModel:
+        """SFT from the base model without the common subset of ``RETRAINED[method]``'s
+        selector (the slow counterfactual, or its random control), in ``05_ablations/<method>``."""
+        kept = self.outside(self.subsets[COMMON][RETRAINED[method]])
         # Keyed on what the retraining depends on (data, SFT and the subset: steps 01-03),
         # so changing an ablation setting does not retrain.
-        model_dir, _ = sft_into(self.exp, kept, "03_dpp", self.dir / "retrain")
+        model_dir, _ = sft_into(self.exp, kept, "03_dpp", self.dir / method)
         return self.exp.load_model(model_dir)[0]
 
 
@@ -130,10 +169,17 @@ def run_ablations(exp: Experiment) -> dict:
 
 
 def _compare(exp: Experiment) -> dict:
-    a = exp.params.ablations
+    p, a = exp.params, exp.params.ablations
     abl = Ablations(exp)
     beta = reported_beta(exp)
     aspects = list(abl.tests)
+    ids = exp.hh["train"]["id"]
+    # A random draw is one subset, so one repaired model, for every aspect.
+    draws = random_draws(len(ids), p.selection.k, p.seed, a.random_draws)
+    ranked = ranker_subsets(exp, a.rankers, p.selection.k) if a.rankers else {}
+    added = {COMMON: draws, **ranked}
+    for target, named in added.items():
+        abl.subsets[target].update(named)
     post = abl.evaluated("post_sft", aspects, lambda: abl.model)
     rows, grid = [], []
 
@@ -141,10 +187,15 @@ def _compare(exp: Experiment) -> dict:
         rows.append({"aspect": aspect, "method": method, "eval": result["eval"],
                      "logodds": result["aspects"][aspect]["logodds"], "ppl": result["ppl"]})
 
-    jobs = [(aspect, m) for aspect in aspects for m in (*PBRF_SELECTORS, *a.methods)]
+    pbrf_subsets = {**PBRF_SELECTORS, **{name: name for name in a.rankers}}
+    methods = (*PBRF_SELECTORS, *draws, *a.rankers, *a.methods)
+    jobs = [(aspect, m) for aspect in aspects for m in methods]
     for aspect, method in tqdm(jobs, desc="ablations"):
-        if method in PBRF_SELECTORS:
-            selector = PBRF_SELECTORS[method]
+        if method in draws:  # evaluated on every aspect at its first aspect, then read back
+            result = abl.evaluated(f"pbrf_{method}_beta{beta:g}", aspects,
+                                   partial(abl.pbrf, COMMON, method, beta))
+        elif method in pbrf_subsets:
+            selector = pbrf_subsets[method]
             result = abl.evaluated(f"pbrf_{selector}_{aspect}_beta{beta:g}", [aspect],
                                    partial(abl.pbrf, aspect, selector, beta))
         else:
@@ -160,13 +211,17 @@ def _compare(exp: Experiment) -> dict:
                              "eval": result["eval"],
                              "logodds": result["aspects"][aspect]["logodds"],
                              "ppl": result["ppl"]})
-    retrain_seconds = None
+    retrained = {}
     if a.retrain:
-        result = abl.evaluated("retrain_without_common", aspects, abl.retrain,
-                               same_prefix=False)
-        for aspect in aspects:
-            add("retrain", aspect, result)
-        retrain_seconds = read_json(abl.dir / "retrain" / "sft_metrics.json")["train_runtime"]
+        for method in RETRAINED if a.retrain_control else ["retrain"]:
+            result = abl.evaluated(method, aspects, partial(abl.retrain, method),
+                                   same_prefix=False)
+            for aspect in aspects:
+                add(method, aspect, result)
+            excluded = abl.subsets[COMMON][RETRAINED[method]]
+            metrics = read_json(abl.dir / method / "sft_metrics.json")
+            retrained[method] = {"excluded_ids": [ids[i] for i in excluded],
+                                 "seconds": metrics["train_runtime"]}
     for row in rows:
         row["rel_change_logodds"] = relative_change(post["aspects"][row["aspect"]]["logodds"],
                                                     row["logodds"])
@@ -175,5 +230,7 @@ def _compare(exp: Experiment) -> dict:
                 x: post["aspects"][x]["logodds"] for x in aspects}},
             "n_triples": {x: len(t) for x, t in abl.tests.items()},
             "ppl_dialogues": len(abl.hh_test), "rows": rows, "grid": grid,
-            "retrain_seconds": retrain_seconds,
-            "retrain_excluded": len(abl.subsets[COMMON]["dpp"]["indices"])}
+            "k": p.selection.k, "random_draws": list(draws),
+            "subsets": {target: {name: [ids[i] for i in picked] for name, picked in named.items()}
+                        for target, named in added.items()},
+            "retrained": retrained}

@@ -346,8 +346,25 @@ class AblationParams(_Section):
     dpo_beta: float = Field(0.1, gt=0)
     dpo_pairs: int | None = Field(64, gt=0)
     """Trust train pairs DPO trains on per aspect (None = all)."""
+    rankers: tuple[Literal["hidden_cosine", "gradient_dot"], ...] = (
+        "hidden_cosine", "gradient_dot")
+    """Cheaper rankers whose k most detrimental SFT samples per aspect get the same PBRF
+    step as ours: does EK-FAC's attribution matter? ``hidden_cosine``: hidden-state cosine
+    to the aspect's opponent texts; ``gradient_dot``: step 02's scores without the
+    preconditioner (one more scoring pass over the SFT set). Both on the trust train
+    triples, as in step 02b; each costs one evaluation per aspect."""
+    random_draws: int = Field(3, gt=0)
+    """Random subsets of size k (seeds ``seed``, ``seed`` + 1, ...) given the same PBRF
+    step; the tables' ``random`` row is their mean and standard deviation, and each draw is
+    a row of ``ablations`` (the first is step 03's random subset). A draw is one subset for
+    every aspect: one PBRF step and one evaluation each."""
     retrain: bool = True
     """Rerun the SFT of step 01 without the common subset and evaluate it."""
+    retrain_control: bool = True
+    """With ``retrain``: also rerun the SFT without as many random SFT samples (step 03's
+    random subset, otherwise the same run), so the table shows how much of retraining's
+    effect is the noise of SFT itself. One more SFT run (~4-6 min on 2 cores for the
+    default params; a full fine-tuning on the paper's)."""
 
     @field_validator("betas")
     @classmethod

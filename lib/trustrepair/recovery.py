@@ -3,14 +3,19 @@
 Four methods rank the SFT train set for each aspect, higher = more suspect:
 EK-FAC influence (step 02), the plain gradient dot product (kronfluence's ``identity``
 strategy, TracIn-style, no preconditioning), the cosine similarity of a sample's hidden
-state to the nearest opponent text of the aspect, and random scores.
+state to the nearest opponent text of the aspect, and random scores. Step 05 repairs with
+the top-k of the gradient dot product and of the hidden-state cosine, to see whether a cheaper
+ranker than EK-FAC would do.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair.attribution import (
     detrimental,
@@ -22,6 +27,7 @@ from trustrepair.attribution import (
 from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
 from trustrepair.planted import planted_mask, recovery_table, roc_curve
+from trustrepair.prefix import PrefixCache
 
 METHODS = ("ekfac", "gradient_dot", "hidden_cosine", "random")
 
@@ -34,32 +40,60 @@ def opponent_similarity(train_features: torch.Tensor,
     return (a @ b.T).max(dim=1).values
 
 
-def method_scores(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
-    """Method -> aspect -> suspicion score for every SFT train sample."""
+def hidden_cosine_scores(exp: Experiment, model: PreTrainedModel,
+                         tokenizer: PreTrainedTokenizerBase) -> dict[str, torch.Tensor]:
+    """Aspect -> each SFT train sample's cosine to the nearest opponent text of the aspect's
+    trust *train* triples (step 02's hidden-state features of ``model``, the post-SFT one)."""
     p = exp.params
-    train = exp.hh["train"]
-    trust_train = {a: s["train"] for a, s in exp.trust.items()}
-    model, tokenizer = exp.load_model(post_sft_dir(exp))
     cosine = {}
-    for aspect, triples in trust_train.items():
+    for aspect, splits in exp.trust.items():
+        triples = splits["train"]
         opponents = Dataset.from_dict({"prompt": triples["prompt"],
                                        "response": triples["opponent"]})
         emb = mean_pooled_hidden_states(model, tokenizer, opponents,
                                         max_length=p.eval.max_length,
                                         batch_size=p.eval.batch_size)
         cosine[aspect] = opponent_similarity(load_features(exp), emb)
+    return cosine
+
+
+def gradient_dot_scores(exp: Experiment, model: PreTrainedModel,
+                        tokenizer: PreTrainedTokenizerBase, out_dir: Path, *,
+                        cache: PrefixCache | None = None) -> dict[str, torch.Tensor]:
+    """Aspect -> detrimental gradient dot product of each SFT train sample with F_j on the
+    aspect's trust *train* triples: step 02's scoring with kronfluence's ``identity``
+    strategy, i.e. no preconditioner.
+
+    kronfluence keeps its results under ``out_dir``, named by steps 01-02's settings (what
+    the scores depend on), so a rerun reuses them. It hooks into ``model``: pass a copy
+    that is not used afterwards.
+    """
+    p = exp.params
     identity = p.attribution.model_copy(update={"strategy": "identity"})
-    dot = fit_and_score(model, tokenizer, train, trust_train, identity,
-                        out_dir=exp.step_dir("02b_planted") / "kronfluence",
-                        name=exp.fingerprint("02b_planted"), sft_max_length=p.sft.max_length,
-                        eval_max_length=p.eval.max_length, normalized=p.eval.length_normalized,
-                        seed=p.seed, overwrite=exp.recompute)
+    dot = fit_and_score(model, tokenizer, exp.hh["train"],
+                        {a: s["train"] for a, s in exp.trust.items()}, identity,
+                        out_dir=out_dir, name=exp.fingerprint("02_attribution"),
+                        sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
+                        normalized=p.eval.length_normalized, seed=p.seed,
+                        overwrite=exp.recompute, cache=cache)
+    return {a: detrimental(s) for a, s in dot.scores.items()}
+
+
+def method_scores(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
+    """Method -> aspect -> suspicion score for every SFT train sample."""
+    p = exp.params
+    aspects = list(exp.trust)
+    model, tokenizer = exp.load_model(post_sft_dir(exp))
+    cosine = hidden_cosine_scores(exp, model, tokenizer)
+    dot = gradient_dot_scores(exp, model, tokenizer,
+                              exp.step_dir("02b_planted") / "kronfluence")
     generator = torch.Generator().manual_seed(p.seed)
     ekfac = load_scores(exp)
-    return {"ekfac": {a: ekfac[a] for a in trust_train},
-            "gradient_dot": {a: detrimental(s) for a, s in dot.scores.items()},
+    return {"ekfac": {a: ekfac[a] for a in aspects},
+            "gradient_dot": dot,
             "hidden_cosine": cosine,
-            "random": {a: torch.rand(len(train), generator=generator) for a in trust_train}}
+            "random": {a: torch.rand(len(exp.hh["train"]), generator=generator)
+                       for a in aspects}}
 
 
 def run_recovery(exp: Experiment) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Patch
@@ -19,6 +20,7 @@ from trustrepair.params import ASPECTS, Params, display_path
 from trustrepair.uncertainty import (
     Bootstrap,
     logodds_change,
+    paired_bootstrap,
     perplexity_change,
     relative_change,
 )
@@ -50,7 +52,7 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str, float_format: s
     write_text(paths[0], frame.to_csv(index=False))
     shown = _with_intervals(frame)
     for col in shown.select_dtypes("floating").columns:
-        shown[col] = shown[col].map(lambda v: float_format % v)
+        shown[col] = shown[col].map(lambda v: float_format % v, na_action="ignore")
     shown = shown.astype(object).where(shown.notna(), "")  # a value that does not apply
     rows = [list(map(str, r)) for r in shown.itertuples(index=False)]
     write_text(paths[1], "\n".join(_markdown(list(shown.columns), rows)) + "\n")
@@ -553,16 +555,98 @@ def figure2_grid(params: Params) -> pd.DataFrame:
     return pd.DataFrame(points)
 
 
+def mean_change_intervals(post: dict, models: list[dict], aspect: str,
+                          bootstrap: Bootstrap) -> dict:
+    """Paired-bootstrap intervals of the mean over ``models`` (evaluations of the same items,
+    e.g. random draws) of the relative changes of F_j on ``aspect`` and of HH perplexity:
+    each resample draws the items once for Post-SFT and every model, with the resamples of
+    :func:`change_intervals`, which it equals for one model."""
+    triples = post["aspects"][aspect]
+    if any(m["aspects"][aspect]["ids"] != triples["ids"] or m["ppl_ids"] != post["ppl_ids"]
+           for m in models):
+        raise ValueError(f"the evaluations score different {aspect} triples or HH dialogues, "
+                         f"so their changes cannot be paired: recompute the run")
+    n, count = len(triples["per_triple"]), len(models)
+    logodds = paired_bootstrap(
+        np.tile(np.asarray(triples["per_triple"], dtype=np.float64)[:, None], count),
+        np.column_stack([m["aspects"][aspect]["per_triple"] for m in models]),
+        lambda p, o: relative_change(p / n, o / n).mean(axis=1), bootstrap)
+
+    def perplexities(sums: np.ndarray) -> np.ndarray:  # [resamples, (nll, tokens) per model]
+        return np.exp(sums[:, 0::2] / sums[:, 1::2])
+
+    ppl = paired_bootstrap(
+        np.tile(np.column_stack([post["ppl_nll"], post["ppl_tokens"]]), count),
+        np.column_stack([c for m in models for c in (m["ppl_nll"], m["ppl_tokens"])]),
+        lambda p, o: relative_change(perplexities(p), perplexities(o)).mean(axis=1), bootstrap)
+    return {f"{name}_ci_{end}": getattr(interval, end)
+            for name, interval in (("rel_change_logodds", logodds), ("rel_change_ppl", ppl))
+            for end in ("low", "high")}
+
+
+CHANGES = ("rel_change_logodds", "rel_change_ppl")
+"""The relative changes every ablation row reports."""
+
+
+def ablation_table(result: dict, evals: dict[str, dict], bootstrap: Bootstrap) -> pd.DataFrame:
+    """Every row of step 05 (``ablations.json``, with the evaluations it names) as relative
+    changes against Post-SFT with paired-bootstrap intervals, grouped by aspect.
+
+    The random draws (``random_draws``) are summarised, before their own rows, in one
+    ``random`` row per aspect: the mean of their changes, the interval of that mean
+    (:func:`mean_change_intervals`) and the draws' sample standard deviation (``*_std``
+    columns, empty in every other row).
+    """
+    post = evals[result["post_sft"]["eval"]]
+    rows = {(row["aspect"], row["method"]): {
+        "aspect": row["aspect"], "method": row["method"],
+        **_rel_changes(row, change_intervals(post, evals[row["eval"]], row["aspect"],
+                                             bootstrap))} for row in result["rows"]}
+    aspects = list(dict.fromkeys(row["aspect"] for row in result["rows"]))
+    methods = list(dict.fromkeys(row["method"] for row in result["rows"]))
+    draws = [m for m in result.get("random_draws", []) if m in methods]
+    if draws:
+        methods.insert(methods.index(draws[0]), "random")
+        for aspect in aspects:
+            drawn = [row for row in result["rows"]
+                     if row["aspect"] == aspect and row["method"] in draws]
+            changes = pd.DataFrame(drawn)[list(CHANGES)]
+            rows[aspect, "random"] = {
+                "aspect": aspect, "method": "random",
+                **_rel_changes(changes.mean().to_dict(), mean_change_intervals(
+                    post, [evals[row["eval"]] for row in drawn], aspect, bootstrap)),
+                **{f"{name}_std": changes[name].std() for name in CHANGES}}
+    table = pd.DataFrame([rows[a, m] for a in aspects for m in methods if (a, m) in rows])
+    columns = [c for name in CHANGES
+               for c in (name, f"{name}_ci_low", f"{name}_ci_high", f"{name}_std")]
+    return table.reindex(columns=["aspect", "method", *columns])
+
+
+RANKERS = {"hidden_cosine": "hidden-state cosine to the aspect's opponent texts",
+           "gradient_dot": "the plain gradient dot product (EK-FAC without its preconditioner)"}
+"""What each of step 05's cheaper rankers scores, for the captions."""
+
+
+def _ablation_legend(result: dict, methods: set[str]) -> str:
+    """Caption sentences saying what the rows beyond the paper's ablation are."""
+    k, draws = result.get("k"), result.get("random_draws", [])
+    parts = []
+    if draws:
+        parts.append(f"random: mean of the PBRF step on {len(draws)} random subsets "
+                     f"({', '.join(draws)}), *_std their standard deviation.")
+    parts += [f"{m}: the same step on the {k} SFT samples ranked most detrimental by "
+              f"{what}." for m, what in RANKERS.items() if m in methods]
+    if "retrain_random" in methods:
+        parts.append(f"retrain_random: SFT rerun without {k} random SFT samples, the control "
+                     f"for retrain (without the common subset).")
+    return "".join(f" {part}" for part in parts)
+
+
 def build_ablation_outputs(params: Params) -> list[Path]:
     """Table 4, the table of every method and Figure 2 from step 05, every change with
     its paired-bootstrap interval against the Post-SFT evaluation of step 05."""
     result, evals = _ablation_results(params)
-    post, bootstrap = evals[result["post_sft"]["eval"]], bootstrap_of(params)
-    rows = pd.DataFrame([
-        {"aspect": row["aspect"], "method": row["method"],
-         **_rel_changes(row, change_intervals(post, evals[row["eval"]], row["aspect"],
-                                              bootstrap))}
-        for row in result["rows"]])
+    rows = ablation_table(result, evals, bootstrap_of(params))
     sizes = ", ".join(f"{n} {aspect}" for aspect, n in result["n_triples"].items())
     setting = (f"β = {result['beta']}; {sizes} test triples, {result['ppl_dialogues']} HH test "
                f"dialogues")
@@ -571,10 +655,11 @@ def build_ablation_outputs(params: Params) -> list[Path]:
     paths = write_table(table4, params.tables_dir(), "table4",
                         caption=f"{params.name}: PBRF repair with a random subset of the same "
                                 f"size vs ours, relative change (%) against Post-SFT ({setting})."
-                                f"{note}")
+                                f"{_ablation_legend(result, {'random'})}{note}")
     paths += write_table(rows, params.tables_dir(), "ablations",
                          caption=f"{params.name}: every method against Post-SFT, relative change "
-                                 f"(%) ({setting}).{note}")
+                                 f"(%) ({setting})."
+                                 f"{_ablation_legend(result, set(rows['method']))}{note}")
     paths += save_figure(plot_figure2(figure2_grid(params), result["post_sft"]),
                          params.figures_dir(), "figure2")
     return paths
