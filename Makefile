@@ -12,7 +12,7 @@ export TRUST_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: env test lint paper figures lab validate plan clean
+.PHONY: env test lint paper figures planted-grid lab validate plan clean
 
 env: $(STAMP)  ## create or update .venv (no-op when current)
 
@@ -40,6 +40,11 @@ paper: $(STAMP)  ## run every notebook on $(PARAMS); tables/ and figures/ are re
 
 figures: $(STAMP)  ## rebuild tables/ and figures/ from saved results, no recompute
 	$(BIN)/trustrepair figures $(PARAMS)
+
+planted-grid: $(STAMP)  ## planted recovery under both losses x both dampings (after make paper PARAMS=params/planted.yaml)
+	for cell in params/planted_grid/*.yaml; do \
+	  $(BIN)/trustrepair run $$cell --reuse runs/planted --only 01 02 02b || exit 1; done
+	$(BIN)/python benchmarks/planted_loss_damping.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

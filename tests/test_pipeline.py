@@ -234,7 +234,9 @@ def test_planted_harm_step_runs_and_writes_the_recovery_table(tmp_path: Path) ->
     params_file = _params_file(tmp_path, "smoke-planted.yaml")
     assert cli.main(["run", str(params_file), "--only", "01", "02", "02b"]) == 0
     table = pd.read_csv(tmp_path / "tables" / "smoke-planted" / "planted_recovery.csv")
-    assert list(table.columns) == ["method", "aspect", "auroc", "precision_at_k"]
+    assert list(table.columns) == ["method", "aspect", "auroc", "auroc_ci_low", "auroc_ci_high",
+                                   "precision_at_k"]
+    assert (table.auroc_ci_low <= table.auroc).all() and (table.auroc <= table.auroc_ci_high).all()
     assert set(table.method) == {"ekfac", "gradient_dot", "hidden_cosine", "random"}
     assert set(table.aspect) == set(ASPECTS)
     assert table.auroc.between(0, 1).all() and table.precision_at_k.between(0, 1).all()

@@ -16,6 +16,7 @@ from trustrepair.planted import (
     roc_curve,
 )
 from trustrepair.recovery import opponent_similarity
+from trustrepair.uncertainty import Bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,10 @@ def test_recovery_table_scores_a_perfect_ranker_perfectly() -> None:
     ids = ["hh-1", "planted-truthfulness-000", "hh-2", "planted-truthfulness-001",
            "planted-machine_ethics-000"]
     perfect = planted_mask(ids, "truthfulness").double()
-    table = recovery_table({"oracle": {"truthfulness": perfect}}, ids, k=2)
+    table = recovery_table({"oracle": {"truthfulness": perfect}}, ids, k=2, bootstrap=Bootstrap())
     assert table.to_dict(orient="records") == [
-        {"method": "oracle", "aspect": "truthfulness", "auroc": 1.0, "precision_at_k": 1.0}]
+        {"method": "oracle", "aspect": "truthfulness", "auroc": 1.0, "auroc_ci_low": 1.0,
+         "auroc_ci_high": 1.0, "precision_at_k": 1.0}]
 
 
 def test_opponent_similarity_picks_the_nearest_opponent() -> None:

@@ -187,3 +187,37 @@ def test_figure3_prints_retraining_over_each_repair() -> None:
                          "subset_size": [10, 100, 5, None], "seconds": [2.0, 50.0, 88.0, 7.0]})
     fig = plot_figure3(rows)
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1.8×", "44×"]
+
+
+def _recovery(auroc: float, with_intervals: bool = True) -> dict:
+    rows = []
+    for method in ("ekfac", "gradient_dot", "random"):
+        for aspect in ("truthfulness", "machine_ethics"):
+            row = {"method": method, "aspect": aspect, "auroc": auroc, "precision_at_k": 0.5}
+            if with_intervals:
+                row |= {"auroc_ci_low": auroc - 0.1, "auroc_ci_high": min(auroc + 0.1, 1.0)}
+            rows.append(row)
+    return {"k": 2, "table": rows, "roc": {}}
+
+
+def test_the_attribution_grid_has_a_row_per_setting_and_method(tmp_path) -> None:
+    from trustrepair.artifacts import write_json
+    from trustrepair.report import attribution_grid_table
+
+    from .conftest import smoke_params
+
+    cells = [smoke_params(tmp_path, name="a"),
+             smoke_params(tmp_path, name="b", **{"attribution.loss_reduction": "mean",
+                                                 "attribution.damping": 1e-8})]
+    for params, value in zip(cells, (0.9, 0.6), strict=True):
+        write_json(params.run_dir() / "02b_planted" / "recovery.json", _recovery(value))
+    table = attribution_grid_table(cells)
+    assert table[["method", "loss", "damping"]].values.tolist() == [
+        ["ekfac", "mean", "1e-08"], ["ekfac", "sum", "heuristic"],
+        ["gradient_dot", "mean", "1e-08"], ["gradient_dot", "sum", "heuristic"]]
+    assert table["truthfulness_auroc"].tolist() == [0.6, 0.9, 0.6, 0.9]
+    assert table["machine_ethics_auroc_ci_high"].tolist() == pytest.approx([0.7, 1.0] * 2)
+
+    write_json(cells[1].run_dir() / "02b_planted" / "recovery.json", _recovery(0.6, False))
+    with pytest.raises(ValueError, match="no AUROC intervals.*--only 02b --force"):
+        attribution_grid_table(cells)

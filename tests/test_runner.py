@@ -218,3 +218,35 @@ def test_a_complete_run_publishes_its_notebooks(tmp_path: Path, chain: Path) -> 
     assert published.cells[0].source == 'params_file = "params/smoke.yaml"'
     injected = published.cells[1].source
     assert injected.strip().endswith(f'params_file = "{tmp_path}/runs/smoke/params.yaml"')
+
+
+def test_a_variant_copies_the_steps_it_shares_with_another_run(tmp_path: Path,
+                                                              capsys) -> None:
+    # Named as the pipeline's steps, so that only the second reads `attribution`.
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_sft.ipynb", _WRITE.replace('"01_write"', '"01_sft"'))
+    _notebook(folder / "02_attribution.ipynb", _COPY.replace('"01_write"', '"01_sft"')
+              .replace('"02_copy"', '"02_attribution"'))
+    assert _run(_params(tmp_path), folder) == 0
+    source = tmp_path / "runs" / "smoke"
+    variant = _params(tmp_path, "variant.yaml", name="variant", attribution={"damping": 0.5})
+    capsys.readouterr()
+    assert _run(variant, folder, "--reuse", str(source)) == 0
+    out = capsys.readouterr().out
+    assert "[01_sft] copied from" in out and "[02_attribution] running" in out
+    copied = tmp_path / "runs" / "variant"
+    assert (copied / "01_sft" / "value.txt").read_text() == (source / "01_sft" / "value.txt"
+                                                             ).read_text()
+    assert (copied / "notebooks" / "01_sft.ipynb").exists()
+    manifest = json.loads((copied / "manifest.json").read_text())
+    assert manifest["steps"]["01_sft"]["reused_from"].endswith("smoke")
+    assert _run(variant, folder) == 0, "the copy is a finished step of its own run"
+    assert "[01_sft] up to date" in capsys.readouterr().out
+
+    # A step changed in the source is not copied: the variant computes its own.
+    other = _params(tmp_path, "other.yaml", name="other", sft={"learning_rate": 0.123})
+    assert _run(other, folder, "--reuse", str(source)) == 0
+    assert "[01_sft] running" in capsys.readouterr().out
+    assert _run(variant, folder, "--reuse", str(tmp_path / "nowhere")) == 2
+    assert "no run folder there" in capsys.readouterr().err

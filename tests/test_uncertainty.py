@@ -6,9 +6,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from trustrepair.planted import auroc
 from trustrepair.uncertainty import (
     Bootstrap,
+    Interval,
+    auroc_interval,
     logodds_change,
     paired_bootstrap,
     perplexity_change,
@@ -117,3 +121,22 @@ def test_the_resample_is_paired() -> None:
 def test_the_two_models_must_score_the_same_items() -> None:
     with pytest.raises(ValueError, match="same items"):
         logodds_change(POST, POST[:-1], B)
+
+
+def test_auroc_interval_of_a_perfect_ranker_is_one_and_contains_the_estimate() -> None:
+    positive = torch.tensor([True] * 10 + [False] * 300)
+    perfect = positive.double() + torch.rand(310, generator=torch.Generator().manual_seed(0))
+    assert auroc_interval(perfect, positive, Bootstrap()) == Interval(1.0, 1.0)
+
+    noisy = positive.double() * 0.5 + torch.rand(310, generator=torch.Generator().manual_seed(1))
+    interval = auroc_interval(noisy, positive, Bootstrap(resamples=4000))
+    assert interval.low < auroc(noisy, positive) < interval.high
+    assert 0.05 < interval.high - interval.low < 0.5, "10 positives leave a wide interval"
+    assert auroc_interval(noisy, positive, Bootstrap(resamples=4000)) == interval
+
+
+def test_auroc_interval_of_tied_scores_is_one_half() -> None:
+    positive = torch.tensor([True, True, False, False, False])
+    assert auroc_interval(torch.zeros(5), positive, Bootstrap()) == Interval(0.5, 0.5)
+    with pytest.raises(ValueError, match="both positive and negative"):
+        auroc_interval(torch.zeros(3), torch.zeros(3, dtype=torch.bool), Bootstrap())

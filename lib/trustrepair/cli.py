@@ -47,7 +47,8 @@ def _run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     Experiment(params).check_data()
     runner.run(params, Path(args.notebooks), only=args.only, force=args.force,
-               overwrite=args.overwrite, params_source=Path(args.params))
+               overwrite=args.overwrite, params_source=Path(args.params),
+               reuse=Path(args.reuse) if args.reuse else None)
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun steps that are up to date")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results that another params file of the same name made")
+    p.add_argument("--reuse", metavar="RUN_DIR",
+                   help="copy steps from this run folder where they finished with the same "
+                        "settings and upstream results (e.g. share one SFT model)")
     p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
     p = sub.add_parser("status", help="which steps are up to date, and why the others are not")

@@ -18,6 +18,8 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
+from trustrepair.uncertainty import Bootstrap, auroc_interval
+
 PLANTED_PREFIX = "planted-"
 
 _DIALOGUE = "\n\nHuman: {question}\n\nAssistant:"
@@ -85,13 +87,16 @@ def roc_curve(scores: torch.Tensor, positive: torch.Tensor) -> tuple[list[float]
 
 
 def recovery_table(scores: dict[str, dict[str, torch.Tensor]], train_ids: list[str],
-                   k: int) -> pd.DataFrame:
-    """AUROC and precision@k of each method (method -> aspect -> detrimental scores)."""
+                   k: int, bootstrap: Bootstrap) -> pd.DataFrame:
+    """AUROC (with its bootstrap interval) and precision@k of each method
+    (method -> aspect -> detrimental scores)."""
     rows = []
     for method, per_aspect in scores.items():
         for aspect, values in per_aspect.items():
             positive = planted_mask(train_ids, aspect)
+            interval = auroc_interval(values, positive, bootstrap)
             rows.append({"method": method, "aspect": aspect, "auroc": auroc(values, positive),
+                         "auroc_ci_low": interval.low, "auroc_ci_high": interval.high,
                          "precision_at_k": precision_at_k(values, positive, k)})
     return pd.DataFrame(rows)
 

@@ -28,6 +28,7 @@ from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
 from trustrepair.planted import planted_mask, recovery_table, roc_curve
 from trustrepair.prefix import PrefixCache
+from trustrepair.uncertainty import bootstrap_of
 
 METHODS = ("ekfac", "gradient_dot", "hidden_cosine", "random")
 
@@ -103,7 +104,7 @@ def run_recovery(exp: Experiment) -> dict:
     def compute() -> dict:
         scores = method_scores(exp)
         ids = exp.hh["train"]["id"]
-        table = recovery_table(scores, ids, k)
+        table = recovery_table(scores, ids, k, bootstrap_of(exp.params))
         curves = {m: {a: roc_curve(v, planted_mask(ids, a)) for a, v in per.items()}
                   for m, per in scores.items()}
         return {"k": k, "table": table.to_dict(orient="records"), "roc": curves}

@@ -19,6 +19,7 @@ from trustrepair.artifacts import atomic_path, read_json, write_text
 from trustrepair.params import ASPECTS, Params, display_path
 from trustrepair.uncertainty import (
     Bootstrap,
+    bootstrap_of,
     logodds_change,
     paired_bootstrap,
     perplexity_change,
@@ -259,20 +260,49 @@ def plot_roc(roc: dict) -> plt.Figure:
     return _finished(fig)
 
 
+def planted_recovery(params: Params) -> dict:
+    """Step 02b's saved recovery results, once they are known to carry AUROC intervals."""
+    path = params.run_dir() / "02b_planted" / "recovery.json"
+    result = read_json(path)
+    if any("auroc_ci_low" not in row for row in result["table"]):
+        raise ValueError(f"{display_path(path)} has no AUROC intervals: it was saved before "
+                         f"they were recorded, so recompute it with `trustrepair run PARAMS "
+                         f"--only 02b --force`")
+    return result
+
+
 def build_planted_outputs(params: Params) -> list[Path]:
     """Planted-harm recovery table and ROC figure from step 02b."""
-    result = read_json(params.run_dir() / "02b_planted" / "recovery.json")
-    caption = (f"Recovery of {result['k']} planted harmful SFT dialogues per aspect: AUROC and "
-               f"precision@{result['k']} of each method's ranking.")
-    table = pd.DataFrame(result["table"])[["method", "aspect", "auroc", "precision_at_k"]]
+    result = planted_recovery(params)
+    caption = (f"Recovery of {result['k']} planted harmful SFT dialogues per aspect: AUROC "
+               f"[95% interval] and precision@{result['k']} of each method's ranking.")
+    table = pd.DataFrame(result["table"])[["method", "aspect", "auroc", "auroc_ci_low",
+                                           "auroc_ci_high", "precision_at_k"]]
     paths = write_table(table, params.tables_dir(), "planted_recovery", caption=caption)
     paths += save_figure(plot_roc(result["roc"]), params.figures_dir(), "planted_roc")
     return paths
 
 
-def bootstrap_of(params: Params) -> Bootstrap:
-    """The run's interval settings: ``eval.bootstrap_resamples``, ``eval.confidence``, ``seed``."""
-    return Bootstrap(params.eval.bootstrap_resamples, params.eval.confidence, params.seed)
+def attribution_grid_table(cells: list[Params],
+                           methods: tuple[str, ...] = ("ekfac", "gradient_dot")) -> pd.DataFrame:
+    """Planted-harm recovery of runs that differ in their attribution settings: one row per
+    (loss, damping, method), with AUROC [interval] and precision@k per aspect."""
+    rows = []
+    for params in cells:
+        damping = params.attribution.damping
+        for method in methods:
+            row = {"loss": params.attribution.loss_reduction,
+                   "damping": "heuristic" if damping is None else f"{damping:g}",
+                   "method": method}
+            for entry in planted_recovery(params)["table"]:
+                if entry["method"] == method:
+                    aspect = entry["aspect"]
+                    row |= {f"{aspect}_auroc": entry["auroc"],
+                            f"{aspect}_auroc_ci_low": entry["auroc_ci_low"],
+                            f"{aspect}_auroc_ci_high": entry["auroc_ci_high"],
+                            f"{aspect}_p_at_k": entry["precision_at_k"]}
+            rows.append(row)
+    return pd.DataFrame(rows).sort_values(["method", "loss", "damping"], ignore_index=True)
 
 
 def with_per_item_values(result: dict, path: Path) -> dict:

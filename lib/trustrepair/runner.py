@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from nbclient.exceptions import DeadKernelError
 
 from trustrepair.artifacts import (
     Locked,
+    atomic_dir,
     describe_outputs,
     locked,
     outputs_problem,
@@ -110,7 +112,7 @@ class RunRefused(RuntimeError):
 
 def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         force: bool = False, overwrite: bool = False, params_source: Path | None = None,
-        kernel: str = "python3") -> dict:
+        reuse: Path | None = None, kernel: str = "python3") -> dict:
     """Execute the notebooks for ``params``; returns the manifest it wrote.
 
     A step reruns when it did not finish, when its key changed, when an earlier step's
@@ -118,20 +120,27 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
     altered (then its saved results are recomputed, not reused). ``force`` recomputes the
     selected steps; the manifest remembers it until the step finishes, so an interrupted
     forced step is recomputed again rather than resumed from the results it was replacing.
-    Only one run at a time may use a run folder.
+    ``reuse`` names another run folder: a step that would run is copied from there instead
+    when it finished there with the same key and the same upstream results (variants of
+    a config share its SFT model this way). Only one run at a time may use a run folder.
     """
     run_dir = params.run_dir()
+    if reuse is not None and not (Path(reuse) / "manifest.json").exists():
+        raise FileNotFoundError(f"--reuse {reuse}: no run folder there (it has no "
+                                f"manifest.json); name a folder under {params.paths.runs}")
     try:
         with locked(run_dir / "run.lock", holder="trustrepair run", wait=False):
             return _run_locked(params, notebook_dir, only=only, force=force,
-                               overwrite=overwrite, params_source=params_source, kernel=kernel)
+                               overwrite=overwrite, params_source=params_source,
+                               reuse=reuse, kernel=kernel)
     except Locked as held:
         raise RunRefused(f"{display_path(run_dir)} is in use by {held}: wait for that run to end "
                          f"or stop it") from None
 
 
 def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, force: bool,
-                overwrite: bool, params_source: Path | None, kernel: str) -> dict:
+                overwrite: bool, params_source: Path | None, reuse: Path | None,
+                kernel: str) -> dict:
     run_dir = params.run_dir()
     manifest_path = run_dir / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
@@ -157,6 +166,14 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
         if not force and reason is None:
             print(f"[{step}] up to date, skipped")
             continue
+        if not force and reuse is not None:
+            copied = _reuse_step(Path(reuse), notebook, key, inputs, run_dir)
+            if copied is not None:
+                manifest["steps"][step] = copied
+                write_json(manifest_path, manifest)
+                print(f"[{step}] copied from {display_path(Path(reuse))}: same settings and "
+                      f"upstream results", flush=True)
+                continue
         recompute = recompute or force
         print(f"[{step}] running{' (recomputing saved results)' if recompute else ''}"
               f"{'' if force else f': {reason}'} ...", flush=True)
@@ -183,6 +200,23 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
         for path in publish(run_dir / "notebooks", params.reports_dir()):
             print(f"published {display_path(path)}")
     return manifest
+
+
+def _reuse_step(source: Path, notebook: Path, key: str, inputs: str,
+                run_dir: Path) -> dict | None:
+    """Copy ``notebook``'s step from the run folder ``source`` when it finished there with
+    this key and these upstream results and its outputs are intact; return its record."""
+    step = notebook.stem
+    record = read_json(source / "manifest.json")["steps"].get(step, {})
+    if _why_rerun(record, key, inputs, source / step)[0] is not None:
+        return None
+    with atomic_dir(run_dir / step) as tmp:
+        shutil.copytree(source / step, tmp, dirs_exist_ok=True)
+    executed = source / "notebooks" / notebook.name
+    if executed.exists():
+        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(executed, run_dir / "notebooks" / notebook.name)
+    return {**record, "reused_from": str(display_path(source))}
 
 
 def _execute(notebook: Path, executed: Path, params_file: Path, *, recompute: bool,

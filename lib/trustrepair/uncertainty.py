@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from trustrepair.params import Params
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,11 @@ class Interval:
 
     low: float
     high: float
+
+
+def bootstrap_of(params: Params) -> Bootstrap:
+    """The run's interval settings: ``eval.bootstrap_resamples``, ``eval.confidence``, ``seed``."""
+    return Bootstrap(params.eval.bootstrap_resamples, params.eval.confidence, params.seed)
 
 
 def relative_change(post: float | np.ndarray, ours: float | np.ndarray) -> float | np.ndarray:
@@ -75,6 +85,28 @@ def paired_bootstrap(post: ArrayLike, ours: ArrayLike,
     counts = resample_counts(len(post_items), bootstrap.resamples, bootstrap.seed)
     counts = counts.astype(np.float64)
     values = statistic(counts @ post_items, counts @ ours_items)
+    tail = (1 - bootstrap.confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return Interval(float(low), float(high))
+
+
+def auroc_interval(scores: torch.Tensor, positive: torch.Tensor,
+                   bootstrap: Bootstrap) -> Interval:
+    """Interval of the AUROC of ``scores`` at telling ``positive`` samples from the rest.
+
+    Positives and negatives are resampled separately, each with replacement and at its
+    own size, since their counts are fixed by design (the planted samples), not drawn.
+    A resample's AUROC is the count-weighted share of (positive, negative) pairs ranked
+    correctly, ties counting one half, which is one product with the pair matrix.
+    """
+    scores, positive = scores.double(), positive.bool()
+    pos, neg = scores[positive].numpy(), scores[~positive].numpy()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("an AUROC needs both positive and negative samples")
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    pos_counts = resample_counts(len(pos), bootstrap.resamples, bootstrap.seed)
+    neg_counts = resample_counts(len(neg), bootstrap.resamples, bootstrap.seed + 1)
+    values = ((pos_counts @ wins) * neg_counts).sum(1) / (len(pos) * len(neg))
     tail = (1 - bootstrap.confidence) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return Interval(float(low), float(high))
