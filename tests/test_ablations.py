@@ -203,3 +203,72 @@ def test_the_random_row_is_the_mean_and_spread_of_the_draws() -> None:
     assert one == {key: own[key] for key in one}
     assert (table.loc["random_seed1", "rel_change_ppl_ci_low"] ==
             own["rel_change_ppl_ci_low"])
+
+
+def test_the_matched_point_is_the_closest_in_perplexity_then_the_cheapest() -> None:
+    from trustrepair.ablations import matched_point
+
+    points = [{"lr": lr, "steps": steps, "rel_change_ppl": ppl}
+              for lr, steps, ppl in [(1e-3, 5, -0.1), (1e-2, 5, -2.0), (1e-3, 20, -0.75),
+                                     (1e-4, 20, -1.25)]]
+    assert matched_point(points, -1.0)["lr"] == 1e-4, "equally close: the smaller lr × steps"
+    assert matched_point(points, -5.0)["lr"] == 1e-2
+    assert matched_point(points, 0.3)["steps"] == 5
+    with pytest.raises(ValueError, match="one or more grid points"):
+        matched_point([], 0.0)
+
+
+class _Poisoned(dict):
+    def __getitem__(self, key):
+        raise AssertionError("a test split was read while choosing")
+
+
+def test_the_baseline_grid_is_chosen_on_validation_data_only(run_dir: Path) -> None:
+    grid = {"lr": [1e-3, 1e-1], "steps": [1, 2]}
+    exp = _experiment(run_dir, **{"ablations.methods": ["ga", "sga"],
+                                  "ablations.baseline_grid": {"ga": grid, "sga": grid},
+                                  "ablations.validation_triples": 4,
+                                  "ablations.validation_dialogues": 4})
+    abl = Ablations(exp)
+    abl.tests, abl.hh_test = _Poisoned(), None
+    aspects = list(exp.trust)
+    points, matched = ablations.tradeoff(abl, aspects, 0.01)
+    assert all(p["eval"].startswith("evals/validation/") for p in points)
+    betas = {*exp.params.ablations.betas, 0.01}
+    assert len(points) == len(aspects) * (len(betas) + 2 * 4)
+    for aspect in aspects:
+        cost = next(p["rel_change_ppl"] for p in points
+                    if (p["aspect"], p["method"], p.get("beta")) == (aspect, "ours", 0.01))
+        for method in ("ga", "sga"):
+            tried = [p for p in points if (p["aspect"], p["method"]) == (aspect, method)]
+            assert {(p["lr"], p["steps"]) for p in tried} == {(a, b) for a in grid["lr"]
+                                                              for b in grid["steps"]}
+            best = min(abs(p["rel_change_ppl"] - cost) for p in tried)
+            chosen = matched[aspect][method]
+            assert abs(next(p["rel_change_ppl"] for p in tried if {"lr": p["lr"],
+                       "steps": p["steps"]} == chosen) - cost) == best
+    assert len({p["rel_change_ppl"] for p in points if p["method"] == "ga"}) > 1, \
+        "the grid's points differ in cost"
+
+
+def test_step_05_reports_each_baseline_at_its_matched_point(run_dir: Path, monkeypatch) -> None:
+    def fake_evaluation(self, name, aspects, make_model, *, same_prefix=True, split="test"):
+        # On validation, cost grows with lr; on test the reverse, so a choice made on test
+        # data would pick another point.
+        lr = float(name.split("_lr")[1].split("_")[0]) if "_lr" in name else 1e-3
+        ppl = 2.0 + (lr if split == "validation" else -lr)
+        return {"aspects": {a: {"logodds": 0.5} for a in aspects}, "ppl": ppl,
+                "eval": f"evals/{split}/{name}.json"}
+
+    monkeypatch.setattr(Ablations, "evaluated", fake_evaluation)
+    exp = _experiment(run_dir, **{"ablations.methods": ["ga"], "ablations.retrain": False,
+                                  "ablations.baseline_grid": {"ga": {"lr": [1e-3, 1.0],
+                                                                       "steps": [3]}}})
+    result = ablations._compare(exp)
+    rows = {(r["aspect"], r["method"]): r for r in result["rows"]}
+    for aspect in exp.trust:
+        assert result["matched"][aspect] == {"ga": {"lr": 1e-3, "steps": 3}}
+        assert rows[aspect, "ga"]["eval"] == f"evals/test/ga_{aspect}_lr0.001_steps3.json"
+        assert rows[aspect, "ga"]["setting"] == "lr 0.001, steps 3"
+        assert rows[aspect, "ours"]["setting"] == "β 0.01"
+    assert {p["method"] for p in result["tradeoff"]} == {"ours", "ga"}

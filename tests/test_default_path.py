@@ -32,7 +32,10 @@ SLICE = {
     "selection": {"k": 4},
     "repair": {"beta_grid": [3.0e-4], "validation_triples": 8, "betas": [3.0e-4],
                "sweep_triples": 8},
-    "ablations": {"betas": [3.0e-4], "eval_triples": 8, "ppl_dialogues": 8, "steps": 1,
+    "ablations": {"betas": [3.0e-4], "eval_triples": 8, "ppl_dialogues": 8,
+                  "baseline_grid": {m: {"lr": [1.0e-4], "steps": [1]}
+                                    for m in ("sga", "ga", "ga_kl", "dpo")},
+                  "validation_triples": 4, "validation_dialogues": 4,
                   "retain_samples": 4, "dpo_pairs": 4},
     "timing": {"subset_sizes": [4], "repeats": 1},
 }
@@ -83,8 +86,11 @@ def test_the_default_run_sliced_executes_every_notebook(tmp_path: Path, default_
     assert list(table1.aspect) == list(ASPECTS)
     assert table1.notna().all().all()
     assert (table1.post_sft_ppl < table1.pre_sft_ppl).all(), "SFT lowers HH perplexity"
-    assert set(pd.read_csv(tables / "ablations.csv").method) >= {"ours", "random", "dpo",
-                                                                 "retrain"}
+    ablations = pd.read_csv(tables / "ablations.csv")
+    assert set(ablations.method) >= {"ours", "random", "dpo", "retrain"}
+    assert set(ablations.loc[ablations.method == "dpo", "setting"]) == {"lr 0.0001, steps 1"}
+    assert pd.read_csv(tables / "tradeoff.csv").matched.sum() == 3 * 5, "ours + 4 baselines"
+    assert (tmp_path / "figures" / "default-slice" / "tradeoff.png").exists()
     config = json.loads((run_dir / "01_sft" / "model" / "config.json").read_text())
     assert config["vocab_size"] == 49152, "the real SmolLM2 model, not a tiny one"
     assert "Pythia-1.4B" in (tables / "paper_vs_ours.md").read_text()

@@ -71,6 +71,11 @@ def _write(tmp_path: Path, **changes) -> Path:
     ({"ablations.betas": [0.01, -0.1]}, r"ablations.betas: list one or more step sizes"),
     ({"ablations.methods": ["ga", "rlhf"]}, r"ablations.methods.1: "),
     ({"ablations.steps": 0}, r"ablations.steps: .*greater than 0"),
+    ({"ablations.baseline_grid": {"ga": {"lr": [1e-3], "steps": [5]}}},
+     r"baseline_grid needs one grid for each of methods \['sga', 'ga', 'ga_kl', 'dpo'\]"),
+    ({"ablations.baseline_grid": {m: {"lr": [1e-3, 0], "steps": [5]}
+                                  for m in ("sga", "ga", "ga_kl", "dpo")}},
+     r"ablations.baseline_grid.sga.lr: list one or more values, each > 0"),
     ({"timing.subset_sizes": []}, r"timing.subset_sizes: list one or more subset sizes"),
 ])
 def test_bad_params_name_the_field(tmp_path: Path, changes: dict, message: str) -> None:

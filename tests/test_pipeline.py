@@ -100,9 +100,12 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert (run_dir / "01_sft" / "model" / "config.json").exists()
     tables, figures = tmp_path / "tables" / name, tmp_path / "figures" / name
     table4 = pd.read_csv(tables / "table4.csv")
-    assert list(table4.columns) == ["aspect", "method", *changes[:3], "rel_change_logodds_std",
-                                    *changes[3:], "rel_change_ppl_std"]
+    assert list(table4.columns) == ["aspect", "method", "setting", *changes[:3],
+                                    "rel_change_logodds_std", *changes[3:], "rel_change_ppl_std"]
     ablation = pd.read_csv(tables / "ablations.csv")
+    settings = ablation.groupby("method").setting.unique()
+    assert list(settings["ours"]) == [f"β {chosen:g}"]
+    assert list(settings["sga"]) == ["lr 0.001, steps 2"], "no grid: ablations.lr and .steps"
     for frame in (table1, table2, table4, ablation):
         for kind in ("logodds", "ppl"):
             low, high = frame[f"rel_change_{kind}_ci_low"], frame[f"rel_change_{kind}_ci_high"]

@@ -221,3 +221,24 @@ def test_the_attribution_grid_has_a_row_per_setting_and_method(tmp_path) -> None
     write_json(cells[1].run_dir() / "02b_planted" / "recovery.json", _recovery(0.6, False))
     with pytest.raises(ValueError, match="no AUROC intervals.*--only 02b --force"):
         attribution_grid_table(cells)
+
+
+def test_the_tradeoff_marks_the_reported_beta_and_each_matched_point(tmp_path) -> None:
+    from trustrepair.report import plot_tradeoff, tradeoff_table
+
+    points = [{"aspect": "truthfulness", "method": "ours", "beta": b, "rel_change_logodds": g,
+               "rel_change_ppl": -c} for b, g, c in [(1e-4, 1.0, 0.1), (1e-3, 5.0, 0.8)]]
+    points += [{"aspect": "truthfulness", "method": "ga", "lr": lr, "steps": 5,
+                "rel_change_logodds": g, "rel_change_ppl": -c}
+               for lr, g, c in [(1e-3, 0.1, 0.05), (1e-2, 0.6, 0.7), (1e-1, 2.0, 9.0)]]
+    result = {"beta": 1e-3, "tradeoff": points,
+              "matched": {"truthfulness": {"ga": {"lr": 1e-2, "steps": 5}}}}
+    table = tradeoff_table(result)
+    assert table.loc[table["matched"], ["method", "beta", "lr"]].fillna(0).values.tolist() == [
+        ["ours", 1e-3, 0], ["ga", 0, 1e-2]]
+    assert str(table["steps"].dtype) == "Int64"
+    fig = plot_tradeoff(table)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()[:2]] == ["ours (PBRF, β grid)", "ga"]
+    ringed = [c.get_offsets().tolist() for c in ax.collections]
+    assert ringed == [[[5.0, 0.8]], [[0.6, 0.7]]], "x: gain, y: perplexity increase"

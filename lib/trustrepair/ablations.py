@@ -8,18 +8,23 @@
   attribution matter, or would a cheap score repair as well?
 - Figure 2: F_j and perplexity across a β grid, DPP subset vs plain top-k (no DPP).
 - Baselines: SGA, GA and GA+KL on the aspect's DPP subset, DPO on its trust train pairs.
+  With ``ablations.baseline_grid``, each is tried at every (lr, steps) of the grid on the
+  validation splits, beside the repair at each β, and reported on test at the point whose
+  perplexity cost is closest to the repair's (matched cost): the trade-off figure's points.
 - Retraining: the SFT of step 01 rerun without the common subset and, as a control for
   the noise of SFT itself, without as many random SFT samples.
 
 Every variant, the post-SFT reference included, is evaluated on the same (optionally
 capped) test triples and HH dialogues, and each evaluation is saved on its own, so an
-interrupted step resumes at the first variant it had not finished.
+interrupted step resumes at the first variant it had not finished. The grid's choices
+read validation evaluations only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cached_property, partial
+from typing import Literal
 
 from datasets import Dataset
 from tqdm.auto import tqdm
@@ -90,21 +95,34 @@ class Ablations:
         self.hh_test = at_most(exp.hh["test"], p.ablations.ppl_dialogues, p.seed)
         self._gradients: dict[tuple[str, str], dict] = {}
 
+    @cached_property
+    def validation(self) -> tuple[dict[str, Dataset], Dataset]:
+        """The (capped) validation triples per aspect and HH validation dialogues that the
+        baseline grid is evaluated on."""
+        a, seed = self.p.ablations, self.p.seed
+        triples = {x: at_most(t, a.validation_triples, seed)
+                   for x, t in self.exp.trust_validation().items()}
+        return triples, at_most(self.exp.hh["validation"], a.validation_dialogues, seed)
+
     def evaluated(self, name: str, aspects: list[str],
-                  make_model: Callable[[], PreTrainedModel], *, same_prefix: bool = True) -> dict:
-        """Evaluation of one variant on ``aspects`` (+ perplexity), computed once.
+                  make_model: Callable[[], PreTrainedModel], *, same_prefix: bool = True,
+                  split: Literal["test", "validation"] = "test") -> dict:
+        """Evaluation of one variant on ``aspects`` (+ perplexity) of ``split``, computed once.
 
         ``same_prefix``: the variant differs from the post-SFT model only in the tracked
         blocks, so it reads the states below them from the prefix cache. ``eval`` names
         the saved file, relative to the step folder: the tables' confidence intervals
         read its per-item values.
         """
+        triples, dialogues = ((self.tests, self.hh_test) if split == "test"
+                              else self.validation)
+
         def compute() -> dict:
             model = prefix.through(self.prefix if same_prefix else None, make_model())
-            return evaluate(model, self.tokenizer, {a: self.tests[a] for a in aspects},
-                            self.hh_test, self.p.eval)
+            return evaluate(model, self.tokenizer, {a: triples[a] for a in aspects},
+                            dialogues, self.p.eval)
 
-        saved = f"evals/{name}.json"
+        saved = f"evals/{name}.json" if split == "test" else f"evals/validation/{name}.json"
         return {**self.exp.cached(STEP, self.dir / saved, compute), "eval": saved}
 
     def subset(self, target: str, selector: str) -> Dataset:
@@ -126,10 +144,10 @@ class Ablations:
                 loss_reduction=self.p.attribution.loss_reduction)
         return pbrf_step(self.model, self.preconditioner, self._gradients[key], beta)
 
-    def baseline(self, method: str, aspect: str) -> PreTrainedModel:
-        """A baseline of the paper's ablation, with the same update budget for each."""
+    def baseline(self, method: str, aspect: str, lr: float, steps: int) -> PreTrainedModel:
+        """A baseline of the paper's ablation at learning rate ``lr`` for ``steps`` updates."""
         a, p = self.p.ablations, self.p
-        common = {"lr": a.lr, "steps": a.steps, "max_length": p.sft.max_length, "seed": p.seed}
+        common = {"lr": lr, "steps": steps, "max_length": p.sft.max_length, "seed": p.seed}
         modules = self.preconditioner.modules
         subset = self.subset(aspect, "dpp")
         if method in ("ga", "sga", "ga_kl"):  # these train the tracked blocks only
@@ -163,6 +181,55 @@ class Ablations:
         return self.exp.load_model(model_dir)[0]
 
 
+def matched_point(points: list[dict], cost: float) -> dict:
+    """The point whose perplexity change (``rel_change_ppl``) is closest to ``cost``; of
+    equally close points, the one with the smallest budget lr × steps."""
+    if not points:
+        raise ValueError("a matched point needs one or more grid points")
+    return min(points, key=lambda q: (abs(q["rel_change_ppl"] - cost), q["lr"] * q["steps"]))
+
+
+def tradeoff(abl: Ablations, aspects: list[str], beta: float) -> tuple[list[dict], dict]:
+    """Validation trade-off of the repair (each β of ``ablations.betas`` and the reported
+    β) and of each baseline's grid; and aspect -> method -> the matched (lr, steps).
+
+    Everything here is measured on the validation splits, so the choice of each
+    baseline's hyperparameters never sees the test data the tables report.
+    """
+    a = abl.p.ablations
+    post = abl.evaluated("post_sft", aspects, lambda: abl.model, split="validation")
+    points: list[dict] = []
+
+    def point(method: str, aspect: str, setting: dict, result: dict) -> dict:
+        before, after = post["aspects"][aspect]["logodds"], result["aspects"][aspect]["logodds"]
+        points.append({"aspect": aspect, "method": method, **setting, "eval": result["eval"],
+                       "logodds": after, "ppl": result["ppl"],
+                       "rel_change_logodds": relative_change(before, after),
+                       "rel_change_ppl": relative_change(post["ppl"], result["ppl"])})
+        return points[-1]
+
+    matched: dict[str, dict[str, dict]] = {}
+    for aspect in aspects:
+        for b in sorted({*a.betas, beta}):
+            result = abl.evaluated(f"pbrf_dpp_{aspect}_beta{b:g}", [aspect],
+                                   partial(abl.pbrf, aspect, "dpp", b), split="validation")
+            point("ours", aspect, {"beta": b}, result)
+        cost = next(q["rel_change_ppl"] for q in points
+                    if q["aspect"] == aspect and q["method"] == "ours" and q["beta"] == beta)
+        matched[aspect] = {}
+        for method in a.methods:
+            tried, grid = [], a.baseline_grid[method]
+            for lr, steps in tqdm([(lr, n) for lr in grid.lr for n in grid.steps],
+                                  desc=f"{method} grid: {aspect}"):
+                result = abl.evaluated(f"{method}_{aspect}_lr{lr:g}_steps{steps}", [aspect],
+                                       partial(abl.baseline, method, aspect, lr, steps),
+                                       split="validation")
+                tried.append(point(method, aspect, {"lr": lr, "steps": steps}, result))
+            chosen = matched_point(tried, cost)
+            matched[aspect][method] = {"lr": chosen["lr"], "steps": chosen["steps"]}
+    return points, matched
+
+
 def run_ablations(exp: Experiment) -> dict:
     """Evaluate every comparison; the rows the tables and figures read, saved as JSON."""
     return exp.cached(STEP, exp.step_dir(STEP) / "ablations.json", lambda: _compare(exp))
@@ -180,17 +247,20 @@ def _compare(exp: Experiment) -> dict:
     added = {COMMON: draws, **ranked}
     for target, named in added.items():
         abl.subsets[target].update(named)
+    points, matched = tradeoff(abl, aspects, beta) if a.baseline_grid else ([], {})
     post = abl.evaluated("post_sft", aspects, lambda: abl.model)
     rows, grid = [], []
 
-    def add(method: str, aspect: str, result: dict) -> None:
-        rows.append({"aspect": aspect, "method": method, "eval": result["eval"],
-                     "logodds": result["aspects"][aspect]["logodds"], "ppl": result["ppl"]})
+    def add(method: str, aspect: str, result: dict, setting: str = "") -> None:
+        rows.append({"aspect": aspect, "method": method, "setting": setting,
+                     "eval": result["eval"], "logodds": result["aspects"][aspect]["logodds"],
+                     "ppl": result["ppl"]})
 
     pbrf_subsets = {**PBRF_SELECTORS, **{name: name for name in a.rankers}}
     methods = (*PBRF_SELECTORS, *draws, *a.rankers, *a.methods)
     jobs = [(aspect, m) for aspect in aspects for m in methods]
     for aspect, method in tqdm(jobs, desc="ablations"):
+        setting = f"β {beta:g}"
         if method in draws:  # evaluated on every aspect at its first aspect, then read back
             result = abl.evaluated(f"pbrf_{method}_beta{beta:g}", aspects,
                                    partial(abl.pbrf, COMMON, method, beta))
@@ -199,9 +269,12 @@ def _compare(exp: Experiment) -> dict:
             result = abl.evaluated(f"pbrf_{selector}_{aspect}_beta{beta:g}", [aspect],
                                    partial(abl.pbrf, aspect, selector, beta))
         else:
-            result = abl.evaluated(f"{method}_{aspect}", [aspect],
-                                   partial(abl.baseline, method, aspect))
-        add(method, aspect, result)
+            lr, steps = (a.lr, a.steps) if not matched else (
+                matched[aspect][method]["lr"], matched[aspect][method]["steps"])
+            setting = f"lr {lr:g}, steps {steps}"
+            result = abl.evaluated(f"{method}_{aspect}_lr{lr:g}_steps{steps}", [aspect],
+                                   partial(abl.baseline, method, aspect, lr, steps))
+        add(method, aspect, result, setting)
     for aspect in aspects:
         for selector in ("dpp", "topk"):
             for b in tqdm(a.betas, desc=f"figure 2: {aspect}, {selector}"):
@@ -230,6 +303,7 @@ def _compare(exp: Experiment) -> dict:
                 x: post["aspects"][x]["logodds"] for x in aspects}},
             "n_triples": {x: len(t) for x, t in abl.tests.items()},
             "ppl_dialogues": len(abl.hh_test), "rows": rows, "grid": grid,
+            "tradeoff": points, "matched": matched,
             "k": p.selection.k, "random_draws": list(draws),
             "subsets": {target: {name: [ids[i] for i in picked] for name, picked in named.items()}
                         for target, named in added.items()},

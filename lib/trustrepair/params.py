@@ -324,6 +324,18 @@ class RepairParams(_Section):
         return _sorted_positive(v, "step sizes")
 
 
+class BaselineGrid(_Section):
+    """Learning rates × step counts each baseline is tried at, on validation data."""
+
+    lr: tuple[float, ...]
+    steps: tuple[int, ...]
+
+    @field_validator("lr", "steps")
+    @classmethod
+    def _positive(cls, v: tuple) -> tuple:
+        return _sorted_positive(v, "values")
+
+
 class AblationParams(_Section):
     """What the repair is compared against on the same post-SFT model (step 05)."""
 
@@ -336,9 +348,21 @@ class AblationParams(_Section):
     methods: tuple[Literal["sga", "ga", "ga_kl", "dpo"], ...] = ("sga", "ga", "ga_kl", "dpo")
     """Baselines on the aspect's DPP subset (DPO on its trust train pairs)."""
     lr: float = Field(1e-4, gt=0)
-    """Learning rate of every baseline (plain SGD for SGA/GA/GA+KL, AdamW for DPO)."""
+    """Learning rate of every baseline (plain SGD for SGA/GA/GA+KL, AdamW for DPO) when
+    there is no ``baseline_grid``."""
     steps: int = Field(10, gt=0)
-    """Update steps of every baseline: the same budget for each."""
+    """Update steps of every baseline when there is no ``baseline_grid``: one budget for all."""
+    baseline_grid: dict[Literal["sga", "ga", "ga_kl", "dpo"], BaselineGrid] = {}
+    """Each baseline's own grid (method -> lr × steps), for choosing its hyperparameters at
+    matched cost: every point is evaluated on the validation splits, beside the repair at
+    each β of ``betas``, and the point whose HH validation perplexity change is closest
+    to the repair's at the reported β (same aspect) is the one the tables report on test.
+    Empty: ``lr`` and ``steps`` for every baseline. Costs one training and one validation
+    evaluation per point, method and aspect."""
+    validation_triples: int | None = Field(None, gt=0)
+    """Cap on each aspect's validation triples in the ``baseline_grid`` evaluations."""
+    validation_dialogues: int | None = Field(None, gt=0)
+    """Cap on the HH validation dialogues in the ``baseline_grid`` evaluations."""
     sga_batch_size: int = Field(4, gt=0)
     kl_weight: float = Field(1.0, ge=0)
     retain_samples: int = Field(64, gt=0)
@@ -370,6 +394,13 @@ class AblationParams(_Section):
     @classmethod
     def _positive_betas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         return _sorted_positive(v, "step sizes")
+
+    @model_validator(mode="after")
+    def _a_grid_for_every_baseline(self) -> AblationParams:
+        if self.baseline_grid and set(self.baseline_grid) != set(self.methods):
+            raise ValueError(f"baseline_grid needs one grid for each of methods "
+                             f"{list(self.methods)}, not for {list(self.baseline_grid)}")
+        return self
 
 
 class TimingParams(_Section):

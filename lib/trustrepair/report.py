@@ -629,7 +629,7 @@ def ablation_table(result: dict, evals: dict[str, dict], bootstrap: Bootstrap) -
     """
     post = evals[result["post_sft"]["eval"]]
     rows = {(row["aspect"], row["method"]): {
-        "aspect": row["aspect"], "method": row["method"],
+        "aspect": row["aspect"], "method": row["method"], "setting": row.get("setting", ""),
         **_rel_changes(row, change_intervals(post, evals[row["eval"]], row["aspect"],
                                              bootstrap))} for row in result["rows"]}
     aspects = list(dict.fromkeys(row["aspect"] for row in result["rows"]))
@@ -642,14 +642,14 @@ def ablation_table(result: dict, evals: dict[str, dict], bootstrap: Bootstrap) -
                      if row["aspect"] == aspect and row["method"] in draws]
             changes = pd.DataFrame(drawn)[list(CHANGES)]
             rows[aspect, "random"] = {
-                "aspect": aspect, "method": "random",
+                "aspect": aspect, "method": "random", "setting": drawn[0].get("setting", ""),
                 **_rel_changes(changes.mean().to_dict(), mean_change_intervals(
                     post, [evals[row["eval"]] for row in drawn], aspect, bootstrap)),
                 **{f"{name}_std": changes[name].std() for name in CHANGES}}
     table = pd.DataFrame([rows[a, m] for a in aspects for m in methods if (a, m) in rows])
     columns = [c for name in CHANGES
                for c in (name, f"{name}_ci_low", f"{name}_ci_high", f"{name}_std")]
-    return table.reindex(columns=["aspect", "method", *columns])
+    return table.reindex(columns=["aspect", "method", "setting", *columns])
 
 
 RANKERS = {"hidden_cosine": "hidden-state cosine to the aspect's opponent texts",
@@ -692,7 +692,52 @@ def build_ablation_outputs(params: Params) -> list[Path]:
                                  f"{_ablation_legend(result, set(rows['method']))}{note}")
     paths += save_figure(plot_figure2(figure2_grid(params), result["post_sft"]),
                          params.figures_dir(), "figure2")
+    if result.get("tradeoff"):
+        points = tradeoff_table(result)
+        paths += write_table(points, params.tables_dir(), "tradeoff",
+                             caption=f"{params.name}: every point of the validation trade-off, "
+                                     f"relative change (%) against Post-SFT on the validation "
+                                     f"splits; matched: the point each table row reports.")
+        paths += save_figure(plot_tradeoff(points), params.figures_dir(), "tradeoff")
     return paths
+
+
+def tradeoff_table(result: dict) -> pd.DataFrame:
+    """Step 05's validation trade-off points, each marked when the tables report it: the
+    repair at the reported β, each baseline at its matched (lr, steps)."""
+    points = pd.DataFrame(result["tradeoff"]).reindex(
+        columns=["aspect", "method", "beta", "lr", "steps", "rel_change_logodds",
+                 "rel_change_ppl"])
+    chosen = [p["beta"] == result["beta"] if p["method"] == "ours" else
+              result["matched"][p["aspect"]][p["method"]] == {"lr": p["lr"], "steps": p["steps"]}
+              for p in result["tradeoff"]]
+    points["steps"] = points["steps"].astype("Int64")
+    return points.assign(matched=chosen)
+
+
+def plot_tradeoff(points: pd.DataFrame) -> plt.Figure:
+    """Trust gain against perplexity cost on the validation splits, one panel per aspect:
+    the repair across β and each baseline across its grid (ordered by lr × steps), the
+    points the tables report ringed. Up and to the left is worse; right and low is better."""
+    use_paper_style()
+    aspects = [a for a in ASPECTS if a in set(points["aspect"])]
+    fig, axes = plt.subplots(1, len(aspects), figsize=(2 * COLUMN_WIDTH_IN, 2.4), squeeze=False)
+    for ax, aspect in zip(axes[0], aspects, strict=True):
+        for method, line in points[points["aspect"] == aspect].groupby("method", sort=False):
+            order = (line.sort_values("beta") if method == "ours" else
+                     line.assign(budget=line["lr"] * line["steps"]).sort_values("budget"))
+            drawn = ax.plot(order["rel_change_logodds"], -order["rel_change_ppl"], marker="o",
+                            ms=2.5, lw=0.8, label="ours (PBRF, β grid)" if method == "ours"
+                            else method)[0]
+            chosen = order[order["matched"]]
+            ax.scatter(chosen["rel_change_logodds"], -chosen["rel_change_ppl"], s=45,
+                       facecolors="none", edgecolors=drawn.get_color(), lw=1.2)
+        ax.axhline(0, color="0.6", lw=0.6, ls=":")
+        ax.axvline(0, color="0.6", lw=0.6, ls=":")
+        ax.set(title=ASPECT_LABELS[aspect], xlabel="trust gain: change of $F_j$ (%)",
+               ylabel="perplexity increase (%)" if ax is axes[0][0] else "")
+    axes[0][-1].legend(fontsize=6, title="ringed: reported", title_fontsize=6)
+    return _finished(fig)
 
 
 def plot_figure3(rows: pd.DataFrame) -> plt.Figure:
