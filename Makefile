@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARAMS ?= params/default.yaml
+SEEDS  ?= 0 1 2
 
 # The offline mirror of the paper's datasets, when it sits beside the checkout.
 ifeq ($(origin TRUST_DATA_DIR), undefined)
@@ -12,7 +13,7 @@ export TRUST_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: env test lint paper figures planted-grid lab validate plan clean
+.PHONY: env test lint paper seeds figures planted-grid lab validate plan clean
 
 env: $(STAMP)  ## create or update .venv (no-op when current)
 
@@ -37,6 +38,9 @@ plan: $(STAMP)  ## model size, memory and time of $(PARAMS), without loading wei
 
 paper: $(STAMP)  ## run every notebook on $(PARAMS); tables/ and figures/ are rebuilt
 	$(BIN)/trustrepair run $(PARAMS)
+
+seeds: $(STAMP)  ## rerun $(PARAMS)'s seed-dependent steps for each of $(SEEDS); mean ± std tables
+	$(BIN)/trustrepair run $(PARAMS) --seeds $(SEEDS)
 
 figures: $(STAMP)  ## rebuild tables/ and figures/ from saved results, no recompute
 	$(BIN)/trustrepair figures $(PARAMS)

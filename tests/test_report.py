@@ -242,3 +242,31 @@ def test_the_tradeoff_marks_the_reported_beta_and_each_matched_point(tmp_path) -
     assert [line.get_label() for line in ax.get_lines()[:2]] == ["ours (PBRF, β grid)", "ga"]
     ringed = [c.get_offsets().tolist() for c in ax.collections]
     assert ringed == [[[5.0, 0.8]], [[0.6, 0.7]]], "x: gain, y: perplexity increase"
+
+
+def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
+    from trustrepair.report import build_seed_tables, seed_summary
+
+    from .conftest import smoke_params
+
+    params = smoke_params(tmp_path)
+    runs = [params.seeded(s) for s in (0, 1, 2)]
+    for run, shift in zip(runs, (0.0, 1.0, 2.0), strict=True):
+        pd.DataFrame({"aspect": ["truthfulness", "truthfulness"], "method": ["ours", "random"],
+                      "rel_change_logodds": [10.0 + shift, shift],
+                      "rel_change_ppl": [-1.0, -0.5 * shift]}).to_csv(
+            _mkdir(run.tables_dir()) / "table4.csv", index=False)
+    table = seed_summary(runs, "table4").set_index("method")
+    assert table.loc["ours", "rel_change_logodds_mean"] == pytest.approx(11.0)
+    assert table.loc["ours", "rel_change_logodds_std"] == pytest.approx(1.0)
+    assert table.loc["random", "rel_change_ppl_mean"] == pytest.approx(-0.5)
+    assert table.loc["ours", "rel_change_ppl_std"] == 0 and (table.seeds == 3).all()
+    paths = build_seed_tables(params, runs)
+    assert [p.name for p in paths] == ["table4.csv", "table4.md", "table4.tex"]
+    assert paths[0].parent == params.tables_dir() / "seeds"
+    assert runs[1].tables_dir() == params.tables_dir() / "seeds" / "seed-1"
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -250,3 +250,43 @@ def test_a_variant_copies_the_steps_it_shares_with_another_run(tmp_path: Path,
     assert "[01_sft] running" in capsys.readouterr().out
     assert _run(variant, folder, "--reuse", str(tmp_path / "nowhere")) == 2
     assert "no run folder there" in capsys.readouterr().err
+
+
+def _pipeline_chain(tmp_path: Path) -> Path:
+    """Two notebooks named as the pipeline's steps 01 and 02, so that only 02 reads `seed`."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir(exist_ok=True)
+    _notebook(folder / "01_sft.ipynb", _WRITE.replace('"01_write"', '"01_sft"'))
+    _notebook(folder / "02_attribution.ipynb", _COPY.replace('"01_write"', '"01_sft"')
+              .replace('"02_copy"', '"02_attribution"'))
+    return folder
+
+
+@pytest.mark.parametrize("scope", ["attribution", "all"])
+def test_seeds_run_into_their_own_folders_sharing_what_they_can(tmp_path: Path, capsys,
+                                                                scope: str) -> None:
+    folder = _pipeline_chain(tmp_path)
+    params = _params(tmp_path, seed_scope=scope)
+    assert _run(params, folder) == 0
+    capsys.readouterr()
+    assert _run(params, folder, "--seeds", "0", "1") == 0
+    out = capsys.readouterr().out
+    runs = tmp_path / "runs" / "smoke"
+    assert "[01_sft] copied" in out.split("== seed 1")[0], "seed 0 is the run itself"
+    assert "[02_attribution] copied" in out.split("== seed 1")[0]
+    seed1 = out.split("== seed 1")[1]
+    if scope == "attribution":
+        assert "[01_sft] copied" in seed1 and "[02_attribution] running" in seed1
+        assert (runs / "seed-1" / "01_sft" / "value.txt").read_text() == \
+            (runs / "01_sft" / "value.txt").read_text(), "one SFT model for every seed"
+    else:
+        assert "[01_sft] running" in seed1
+    copy = json.loads((runs / "seed-1" / "manifest.json").read_text())["params"]
+    assert (copy["seed"], copy["data"]["seed"], copy["sft"]["seed"]) == (
+        1, 0, 0 if scope == "attribution" else 1)
+    assert (tmp_path / "reports" / "smoke" / "seeds" / "seed-1").is_dir()
+
+
+def test_seeds_need_a_seed(tmp_path: Path, chain: Path, capsys) -> None:
+    assert _run(_params(tmp_path), chain, "--seeds") == 2
+    assert "no seeds to run" in capsys.readouterr().err

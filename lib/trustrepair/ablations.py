@@ -90,16 +90,16 @@ class Ablations:
         self.preconditioner.check_model(self.model)
         # Every variant but the retrained one changes only the tracked blocks.
         self.prefix = exp.prefix_cache(self.model)
-        self.tests = {a: at_most(t, p.ablations.eval_triples, p.seed)
+        self.tests = {a: at_most(t, p.ablations.eval_triples, p.data.seed)
                       for a, t in exp.trust_test().items()}
-        self.hh_test = at_most(exp.hh["test"], p.ablations.ppl_dialogues, p.seed)
+        self.hh_test = at_most(exp.hh["test"], p.ablations.ppl_dialogues, p.data.seed)
         self._gradients: dict[tuple[str, str], dict] = {}
 
     @cached_property
     def validation(self) -> tuple[dict[str, Dataset], Dataset]:
         """The (capped) validation triples per aspect and HH validation dialogues that the
         baseline grid is evaluated on."""
-        a, seed = self.p.ablations, self.p.seed
+        a, seed = self.p.ablations, self.p.data.seed
         triples = {x: at_most(t, a.validation_triples, seed)
                    for x, t in self.exp.trust_validation().items()}
         return triples, at_most(self.exp.hh["validation"], a.validation_dialogues, seed)
@@ -160,7 +160,7 @@ class Ablations:
             return baselines.gradient_ascent_kl(
                 self.model, self.tokenizer, subset, self.retained(aspect), modules,
                 kl_weight=a.kl_weight, batch_size=None, **common)
-        pairs = at_most(self.exp.trust[aspect]["train"], a.dpo_pairs, p.seed)
+        pairs = at_most(self.exp.trust[aspect]["train"], a.dpo_pairs, p.data.seed)
         pairs = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["proponent"],
                                    "rejected": pairs["opponent"]})
         return baselines.dpo(self.model, self.tokenizer, pairs, modules, beta=a.dpo_beta,
@@ -169,7 +169,7 @@ class Ablations:
     def retained(self, aspect: str) -> Dataset:
         """SFT samples outside the aspect's subset, for the KL term of GA+KL."""
         return at_most(self.outside(self.subsets[aspect]["dpp"]),
-                       self.p.ablations.retain_samples, self.p.seed)
+                       self.p.ablations.retain_samples, self.p.data.seed)
 
     def retrain(self, method: str) -> PreTrainedModel:
         """SFT from the base model without the common subset of ``RETRAINED[method]``'s

@@ -8,7 +8,7 @@ import errno
 import sys
 from pathlib import Path
 
-from trustrepair.params import ParamsError, load_params
+from trustrepair.params import ParamsError, display_path, load_params
 
 NOTEBOOKS = Path("notebooks")
 
@@ -46,9 +46,18 @@ def _run(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     Experiment(params).check_data()
-    runner.run(params, Path(args.notebooks), only=args.only, force=args.force,
-               overwrite=args.overwrite, params_source=Path(args.params),
-               reuse=Path(args.reuse) if args.reuse else None)
+    options = {"only": args.only, "force": args.force, "overwrite": args.overwrite,
+               "params_source": Path(args.params)}
+    if args.seeds is None:
+        runner.run(params, Path(args.notebooks), reuse=Path(args.reuse) if args.reuse else None,
+                   **options)
+        return
+    from trustrepair import report
+
+    runs = runner.run_seeds(params, Path(args.notebooks), args.seeds or list(params.seeds),
+                            **options)
+    for path in report.build_seed_tables(params, runs):
+        print(display_path(path))
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun steps that are up to date")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results that another params file of the same name made")
+    p.add_argument("--seeds", nargs="*", type=int, metavar="S",
+                   help="rerun the seed-dependent steps once per seed into runs/<name>/seed-<S>/ "
+                        "and tabulate mean and std over seeds (no S: the params' `seeds`)")
     p.add_argument("--reuse", metavar="RUN_DIR",
                    help="copy steps from this run folder where they finished with the same "
                         "settings and upstream results (e.g. share one SFT model)")

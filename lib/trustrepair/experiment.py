@@ -90,7 +90,8 @@ class Experiment:
     def data_source(self) -> str | None:
         """Folder the loaders read; generated fixtures for smoke runs."""
         if self.params.data.fixtures:
-            folder = data.write_fixture_data(self.run_dir / "fixture_data", seed=self.params.seed)
+            folder = data.write_fixture_data(self.run_dir / "fixture_data",
+                                             seed=self.params.data.seed)
             return str(folder)
         return None
 
@@ -101,15 +102,15 @@ class Experiment:
         the train dialogues outside the SFT set, for choosing β) and ``test``."""
         p = self.params.data.hh
         splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
-                              seed=self.params.seed, max_test=p.max_test)
+                              seed=self.params.data.seed, max_test=p.max_test)
         every = splits["train"]
         n_sft = min(len(every), p.max_train or len(every))
         splits["train"] = every.select(range(n_sft))
         rest = every.select([*range(n_sft, len(every))])  # may be empty: β fixed, all for SFT
-        splits["validation"] = data.at_most(rest, p.validation, self.params.seed)
+        splits["validation"] = data.at_most(rest, p.validation, self.params.data.seed)
         if self.params.planted.per_aspect:
             harmful = plant_dialogues({a: s["train"] for a, s in self.trust.items()},
-                                      self.params.planted.per_aspect, seed=self.params.seed)
+                                      self.params.planted.per_aspect, seed=self.params.data.seed)
             splits["train"] = concatenate_datasets(
                 [splits["train"], harmful.select_columns(splits["train"].column_names)])
         return splits
@@ -122,19 +123,20 @@ class Experiment:
         p = self.params.data.trust
         out = {}
         for aspect in p.aspects:
-            triples = data.load_trust(aspect, p.source or self.data_source, seed=self.params.seed,
-                                      bias_split=p.bias_split, ethics_pairing=p.ethics_pairing)
+            triples = data.load_trust(aspect, p.source or self.data_source,
+                                      seed=self.params.data.seed, bias_split=p.bias_split,
+                                      ethics_pairing=p.ethics_pairing)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
-                                      seed=self.params.seed)
+                                      seed=self.params.data.seed)
             try:
                 held_out = data.split_trust(splits["train"], test_fraction=p.validation_fraction,
-                                            seed=self.params.seed)
+                                            seed=self.params.data.seed)
             except ValueError as err:
                 raise ValueError(f"{aspect}: data.trust.validation_fraction="
                                  f"{p.validation_fraction}: {err}") from None
-            splits["train"] = data.at_most(held_out["train"], p.max_train, self.params.seed)
+            splits["train"] = data.at_most(held_out["train"], p.max_train, self.params.data.seed)
             splits["validation"] = held_out["test"]
-            splits["test"] = data.at_most(splits["test"], p.max_test, self.params.seed)
+            splits["test"] = data.at_most(splits["test"], p.max_test, self.params.data.seed)
             out[aspect] = splits
         return out
 
@@ -182,8 +184,9 @@ class Experiment:
         if self.params.model.tiny is not None:
             texts = _tokenizer_corpus(self.hh["train"], self.trust)
             corpus_hash = hashlib.sha256("\n".join(texts).encode()).hexdigest()
-        return prepare_base_model(self.params.model, self.params.cache_dir(), seed=self.params.seed,
-                                  tokenizer_texts=texts, data_fingerprint=corpus_hash)
+        return prepare_base_model(self.params.model, self.params.cache_dir(),
+                                  seed=self.params.data.seed, tokenizer_texts=texts,
+                                  data_fingerprint=corpus_hash)
 
     def prefix_cache(self, model: PreTrainedModel, *,
                      attribution: bool = False) -> PrefixCache | None:

@@ -121,6 +121,10 @@ class TrustParams(_Section):
 
 
 class DataParams(_Section):
+    seed: int | None = None
+    """Seed of the splits, the caps (``max_*``), the planted and synthetic data and a tiny
+    model's initialisation: which items a run is scored on. None = the run's ``seed``;
+    runs over several seeds keep it fixed, so every seed is scored on the same items."""
     fixtures: bool = False
     """Generate small synthetic data in the paper's schemas instead of reading real data."""
     hh: HHParams = HHParams()
@@ -218,6 +222,9 @@ def _check_model_source(source: str, gguf_file: str | None) -> None:
 class SFTParams(_Section):
     """Supervised fine-tuning (paper Table 3 for the paper's models)."""
 
+    seed: int | None = None
+    """Seed of SFT's data order; None = the run's ``seed``. ``seed_scope: attribution``
+    keeps it fixed, so that seeds share one SFT model."""
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -441,6 +448,15 @@ class Params(_Section):
     """Config name: outputs go to ``runs/<name>``, ``tables/<name>``, ``figures/<name>``."""
     description: str = ""
     seed: int = 0
+    """The method's randomness: SFT's data order, the EK-FAC factor sample, the true-Fisher
+    labels, the random and SGA subsets (``data.seed`` and ``sft.seed`` default to it)."""
+    seeds: tuple[int, ...] = ()
+    """Seeds that ``trustrepair run --seeds`` (or ``make seeds``) reruns the seed-dependent
+    steps with, into ``runs/<name>/seed-<s>/``, for tables of the mean and standard
+    deviation over seeds (the paper's "mean over 3 runs"). Not part of any step's key."""
+    seed_scope: Literal["attribution", "all"] = "attribution"
+    """What a seed changes: ``attribution`` keeps ``sft.seed``, so every seed shares one SFT
+    model and reruns steps 02-07; ``all`` reruns SFT as well. ``data.seed`` never changes."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0)
     """torch CPU threads; None = torch's default (``TRUSTREPAIR_THREADS`` overrides)."""
@@ -466,6 +482,20 @@ class Params(_Section):
     planted: PlantedParams = PlantedParams()
     paths: PathParams = PathParams()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_default_to_seed(cls, raw: Any) -> Any:
+        """``data.seed`` and ``sft.seed`` unset = the run's ``seed``, stated from here on, so
+        a step's key names the seed it really used."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        for section in ("data", "sft"):
+            values = raw.get(section, {})
+            if isinstance(values, dict) and values.get("seed") is None:
+                raw[section] = {**values, "seed": raw.get("seed", 0)}
+        return raw
+
     def run_dir(self) -> Path:
         return _under_root(self.paths.runs) / self.name
 
@@ -480,6 +510,21 @@ class Params(_Section):
 
     def cache_dir(self) -> Path:
         return _under_root(self.paths.cache)
+
+    def seeded(self, seed: int) -> Params:
+        """These params rerun with the method's seed ``seed``, as run ``seed-<seed>`` under
+        ``runs/<name>/`` (tables, figures and reports under ``<name>/seeds/``): scored on
+        the same items (``data.seed`` kept) and, for ``seed_scope: attribution``, starting
+        from the same SFT model (``sft.seed`` kept)."""
+        raw = self.model_dump(mode="json")
+        raw |= {"name": f"seed-{seed}", "seed": seed, "seeds": []}
+        if self.seed_scope == "all":
+            raw["sft"]["seed"] = seed
+        paths = self.paths
+        raw["paths"] |= {"runs": str(Path(paths.runs) / self.name),
+                         **{kind: str(Path(getattr(paths, kind)) / self.name / "seeds")
+                            for kind in ("tables", "figures", "reports")}}
+        return from_dict(raw, f"{self.name}, seed {seed}")
 
     def to_yaml(self) -> str:
         """Every setting, as YAML that :func:`load_params` reads back to equal params (the

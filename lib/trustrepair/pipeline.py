@@ -12,9 +12,9 @@ import json
 from trustrepair.params import UNKEYED, Params
 
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    "00_data": ("seed", "data"),
-    "01_sft": ("seed", "data", "planted", "model", "sft", "eval"),
-    "02_attribution": ("attribution",),
+    "00_data": ("data",),
+    "01_sft": ("data", "planted", "model", "sft", "eval"),
+    "02_attribution": ("seed", "attribution"),
     "02b_planted": (),
     "03_dpp": ("selection",),
     "04_repair": ("repair",),
@@ -22,7 +22,9 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "06_timing": ("timing",),
     "07_paper": (),
 }
-"""Sections a step reads itself; it also depends on everything its predecessors read."""
+"""Sections a step reads itself; it also depends on everything its predecessors read.
+The run's ``seed`` enters at step 02: SFT and the data read their own (``sft.seed``,
+``data.seed``), so seeds that share them share steps 00-01."""
 
 ALL_SECTIONS = ("seed", "device", "threads", "data", "planted", "model", "sft", "eval",
                 "attribution", "selection", "repair", "ablations", "timing")

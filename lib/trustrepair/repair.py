@@ -292,7 +292,7 @@ def run_repair(exp: Experiment) -> dict:
         harm = load_scores(exp)
         selection = None
         if p.repair.beta is None:
-            validation = {a: at_most(t, p.repair.validation_triples, p.seed)
+            validation = {a: at_most(t, p.repair.validation_triples, p.data.seed)
                           for a, t in exp.trust_validation().items()}
             selection = exp.cached("04_repair", step / "beta_selection.json", lambda: select_beta(
                 targets, validation, exp.hh["validation"], p.repair, p.eval))
@@ -309,7 +309,7 @@ def run_repair(exp: Experiment) -> dict:
             if target == COMMON:
                 continue
             # Eq. 6 predicts F_j on the triples the scores were computed on: the train split.
-            queries = at_most(exp.trust[target]["train"], p.repair.sweep_triples, p.seed)
+            queries = at_most(exp.trust[target]["train"], p.repair.sweep_triples, p.data.seed)
             def logodds(m: PreTrainedModel, queries: Dataset = queries) -> float:
                 return trust_logodds(prefix.through(targets.cache, m), targets.tokenizer,
                                      queries, batch_size=p.eval.batch_size,

@@ -802,6 +802,37 @@ def build_paper_comparison(params: Params) -> list[Path]:
     return [write_text(tables / "paper_vs_ours.md", text)]
 
 
+SEED_TABLES = {"table1": ("aspect",), "table2": ("aspect",), "table4": ("aspect", "method"),
+               "ablations": ("aspect", "method")}
+"""Tables summarised over seeds, and the columns that name a row of each."""
+
+
+def seed_summary(runs: list[Params], stem: str) -> pd.DataFrame:
+    """Mean and sample standard deviation over the seeds' ``stem`` tables of each relative
+    change, per row (aspect, and method where the table has one)."""
+    keys = list(SEED_TABLES[stem])
+    every = pd.concat([pd.read_csv(p.tables_dir() / f"{stem}.csv") for p in runs])
+    grouped = every.groupby(keys, sort=False)
+    stats = grouped[list(CHANGES)].agg(["mean", "std"])
+    stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
+    return stats.assign(seeds=grouped.size()).reset_index()
+
+
+def build_seed_tables(params: Params, runs: list[Params]) -> list[Path]:
+    """``tables/<name>/seeds/<table>.*``: each table's changes as mean ± std over seeds."""
+    seeds = ", ".join(str(p.seed) for p in runs)
+    paths: list[Path] = []
+    for stem in SEED_TABLES:
+        if not all((p.tables_dir() / f"{stem}.csv").exists() for p in runs):
+            print(f"skipping {stem} over seeds: not every seed has it")
+            continue
+        paths += write_table(seed_summary(runs, stem), params.tables_dir() / "seeds", stem,
+                             caption=f"{params.name}: relative change (%) against Post-SFT, mean "
+                                     f"and standard deviation over seeds {seeds} "
+                                     f"(seed_scope: {params.seed_scope}).")
+    return paths
+
+
 def build_all(params: Params) -> list[Path]:
     """Rebuild every table and figure whose step has saved results."""
     builders = {"01_sft": build_sft_outputs, "02_attribution": build_attribution_outputs,

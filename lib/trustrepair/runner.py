@@ -138,6 +138,25 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
                          f"or stop it") from None
 
 
+def run_seeds(params: Params, notebook_dir: Path, seeds: list[int], **options) -> list[Params]:
+    """:func:`run` once per seed of ``seeds`` (:meth:`Params.seeded`); returns each seed's
+    params. A seed's run copies every step whose key matches one of ``params``'s own run,
+    if there is one, else of the first seed's: so with ``seed_scope: attribution`` SFT
+    runs at most once, and the run's own seed costs nothing."""
+    if not seeds:
+        raise ValueError(f"no seeds to run: pass --seeds S ... or list them as `seeds:` in "
+                         f"{params.name}'s params file")
+    done: list[Params] = []
+    for seed in seeds:
+        seeded = params.seeded(seed)
+        source = (params.run_dir() if (params.run_dir() / "manifest.json").exists()
+                  else done[0].run_dir() if done else None)
+        print(f"== seed {seed}: {display_path(seeded.run_dir())}", flush=True)
+        run(seeded, notebook_dir, reuse=source, **options)
+        done.append(seeded)
+    return done
+
+
 def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, force: bool,
                 overwrite: bool, params_source: Path | None, reuse: Path | None,
                 kernel: str) -> dict:

@@ -214,7 +214,7 @@ def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple
         model, tokenizer = exp.load_model()
         return finetune(model, tokenizer, train, exp.params.sft, out_dir,
                         checkpoint_dir=out_dir / "checkpoints" / exp.fingerprint(step),
-                        seed=exp.params.seed, resume=not exp.recompute)
+                        seed=exp.params.sft.seed, resume=not exp.recompute)
 
     return model_dir, exp.cached(step, metrics_path, train_model)
 

@@ -43,7 +43,7 @@ class Interval:
 
 def bootstrap_of(params: Params) -> Bootstrap:
     """The run's interval settings: ``eval.bootstrap_resamples``, ``eval.confidence``, ``seed``."""
-    return Bootstrap(params.eval.bootstrap_resamples, params.eval.confidence, params.seed)
+    return Bootstrap(params.eval.bootstrap_resamples, params.eval.confidence, params.data.seed)
 
 
 def relative_change(post: float | np.ndarray, ours: float | np.ndarray) -> float | np.ndarray:
