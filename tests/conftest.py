@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trustrepair.data import write_fixture_data
+from trustrepair.families import FAMILIES
 from trustrepair.models import tiny_model
 from trustrepair.params import TinyModelParams, load_params
 from trustrepair.tokenizer import train_bpe_tokenizer
@@ -26,9 +27,9 @@ def tokenizer():
     return train_bpe_tokenizer(CORPUS, vocab_size=300)
 
 
-@pytest.fixture(scope="session", params=["llama", "gpt_neox"])
+@pytest.fixture(scope="session", params=list(FAMILIES))
 def tiny_lm(request, tokenizer):
-    """A 3-block random-init model of each family, in eval mode."""
+    """A 3-block random-init model of each registered family, in eval mode."""
     spec = TinyModelParams(family=request.param, layers=3, hidden=32, heads=4, intermediate=64)
     return tiny_model(spec, len(tokenizer), seed=0)
 

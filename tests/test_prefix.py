@@ -67,6 +67,22 @@ def test_logits_match_the_full_model(tiny_lm, tokenizer, first_block) -> None:
     assert _rel(got[real], _logits(tiny_lm, batch)[real]) <= REL
 
 
+def test_sliding_window_blocks_get_their_own_mask(tokenizer) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                         use_sliding_window=True, sliding_window=3, max_window_layers=1)
+    model = Qwen2ForCausalLM(config).eval()
+    assert config.layer_types == ["full_attention", "sliding_attention", "sliding_attention"]
+    batch = collate(_encoded(tokenizer), tokenizer.pad_token_id)
+    real = batch["attention_mask"].bool()
+    for first_block in (1, 2):
+        got = _logits(PrefixCache(model, first_block).wrap(model), batch)
+        assert _rel(got[real], _logits(model, batch)[real]) <= REL
+
+
 def test_metrics_match_for_the_model_and_a_repaired_variant(tiny_lm, tokenizer) -> None:
     cache = PrefixCache(tiny_lm, len(decoder_blocks(tiny_lm)) - 1)
     repaired = _with_noise(tiny_lm, -1)

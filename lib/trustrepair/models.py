@@ -20,24 +20,25 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GPTNeoXConfig,
-    LlamaConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from trustrepair.artifacts import atomic_dir, folder_problem, locked, write_folder_checksums
+from trustrepair.families import FAMILIES
 from trustrepair.params import UNKEYED, ModelParams, TinyModelParams
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Params dtype names -> torch dtypes."""
 
 
-PLAIN_LM_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt_neox"})
+PLAIN_LM_HEAD = frozenset(FAMILIES)
 """Families whose logits are ``lm_head(base_model(...).last_hidden_state)`` exactly: no
-logit scaling or soft-capping after the head."""
+logit scaling or soft-capping after the head (every family of the registry)."""
 
 
 class ModelLoadError(RuntimeError):
@@ -122,17 +123,17 @@ def _wheel_gguf(spec: str, gguf_file: str, cache: Path) -> Path:
 
 
 def tiny_model(spec: TinyModelParams, vocab_size: int, seed: int = 0) -> PreTrainedModel:
-    """A small random-init causal LM of the Llama or GPT-NeoX family (tests, smoke runs)."""
+    """A small random-init causal LM of a registered family (tests, smoke runs)."""
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab_size, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
                   num_attention_heads=spec.heads, intermediate_size=spec.intermediate,
                   max_position_embeddings=512, tie_word_embeddings=False)
-    if spec.family == "llama":
-        config = LlamaConfig(**common, num_key_value_heads=spec.heads, bos_token_id=1,
-                             eos_token_id=2, pad_token_id=0)
-    else:
-        config = GPTNeoXConfig(**common, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                               use_parallel_residual=True)
+    ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if spec.family == "gpt_neox":
+        config = GPTNeoXConfig(**common, **ids, use_parallel_residual=True)
+    else:  # llama, qwen2: the same arguments, qwen2 adds the q/k/v biases itself
+        config = AutoConfig.for_model(spec.family, **common, **ids,
+                                      num_key_value_heads=spec.heads)
     return AutoModelForCausalLM.from_config(config).eval()
 
 

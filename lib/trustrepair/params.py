@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from trustrepair.families import FAMILIES
+
 ASPECTS = ("truthfulness", "machine_ethics", "stereotypical_bias")
 Aspect = Literal["truthfulness", "machine_ethics", "stereotypical_bias"]
 
@@ -51,6 +53,12 @@ def _under_root(path: str) -> Path:
 
 class ParamsError(ValueError):
     """A params file that cannot be used; the message says what to change."""
+
+
+def _known_family(name: str) -> str:
+    if name not in FAMILIES:
+        raise ValueError(f"one of {list(FAMILIES)} (trustrepair.families)")
+    return name
 
 
 def _sorted_positive(values: tuple, what: str) -> tuple:
@@ -134,13 +142,19 @@ class DataParams(_Section):
 class TinyModelParams(_Section):
     """A randomly initialised model for tests; tokenizer trained on the fixture text."""
 
-    family: Literal["llama", "gpt_neox"] = "llama"
+    family: str = "llama"
+    """A family of :data:`trustrepair.families.FAMILIES`."""
     layers: int = Field(2, gt=0)
     hidden: int = Field(64, gt=0)
     heads: int = Field(4, gt=0)
     intermediate: int = Field(128, gt=0)
     vocab: int = Field(512, ge=300)
     """Byte-level BPE needs the 256 byte tokens plus merges."""
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _known_family(v)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> TinyModelParams:
@@ -153,8 +167,8 @@ class ModelShape(_Section):
     """A real model's shape as its config.json states it, so that ``trustrepair plan`` can
     size a run without loading the model."""
 
-    family: Literal["llama", "qwen2", "gpt_neox"]
-    """``model_type``: gated MLP (llama, qwen2 with q/k/v biases) or GPT-NeoX (biases)."""
+    family: str
+    """``model_type``, one of :data:`trustrepair.families.FAMILIES`."""
     layers: int = Field(gt=0)
     hidden: int = Field(gt=0)
     intermediate: int = Field(gt=0)
@@ -164,6 +178,11 @@ class ModelShape(_Section):
     vocab: int = Field(gt=0)
     tie_embeddings: bool = False
     """Input and output embeddings share one matrix (``tie_word_embeddings``)."""
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _known_family(v)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelShape:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
+from trustrepair.families import FAMILIES
 from trustrepair.models import DTYPES, resolve_device
 from trustrepair.params import ModelParams, ModelShape, Params, ParamsError
 
@@ -75,9 +76,9 @@ def model_shape(model: ModelParams) -> tuple[ModelShape, str]:
 
 def shape_from_config(config: PretrainedConfig) -> ModelShape:
     """The shape a ``save_pretrained`` folder's config.json states."""
-    if config.model_type not in ("llama", "qwen2", "gpt_neox"):
-        raise ParamsError(f"cannot plan a {config.model_type!r} model: plan knows llama, qwen2 "
-                          f"and gpt_neox")
+    if config.model_type not in FAMILIES:
+        raise ParamsError(f"cannot plan a {config.model_type!r} model: plan knows "
+                          f"{', '.join(FAMILIES)}")
     return ModelShape(family=config.model_type, layers=config.num_hidden_layers,
                       hidden=config.hidden_size, intermediate=config.intermediate_size,
                       heads=config.num_attention_heads,
@@ -91,21 +92,21 @@ def hf_config(shape: ModelShape, layers: int | None = None) -> PretrainedConfig:
                   intermediate_size=shape.intermediate, num_attention_heads=shape.heads,
                   num_hidden_layers=layers or shape.layers,
                   tie_word_embeddings=shape.tie_embeddings, use_cache=False)
-    if shape.family != "gpt_neox":
+    if not FAMILIES[shape.family].fused_qkv:
         kwargs["num_key_value_heads"] = shape.kv_heads or shape.heads
     return AutoConfig.for_model(shape.family, **kwargs)
 
 
 def block_linears(shape: ModelShape) -> list[Linear]:
     """The linear modules of one decoder block, as kronfluence tracks them."""
-    h, i = shape.hidden, shape.intermediate
-    if shape.family == "gpt_neox":
+    h, i, family = shape.hidden, shape.intermediate, FAMILIES[shape.family]
+    if family.fused_qkv:
         return [Linear("attention.query_key_value", h, 3 * h, True),
                 Linear("attention.dense", h, h, True),
                 Linear("mlp.dense_h_to_4h", h, i, True),
                 Linear("mlp.dense_4h_to_h", i, h, True)]
     kv = (shape.kv_heads or shape.heads) * (h // shape.heads)
-    qkv_bias = shape.family == "qwen2"
+    qkv_bias = family.qkv_bias
     return [Linear("self_attn.q_proj", h, h, qkv_bias),
             Linear("self_attn.k_proj", h, kv, qkv_bias),
             Linear("self_attn.v_proj", h, kv, qkv_bias),
@@ -123,7 +124,7 @@ def saved_activations(shape: ModelShape) -> int:
 
 def _norm_parameters(shape: ModelShape) -> int:
     """LayerNorm has a weight and a bias, RMSNorm a weight only."""
-    return 2 * shape.hidden if shape.family == "gpt_neox" else shape.hidden
+    return 2 * shape.hidden if FAMILIES[shape.family].layer_norm else shape.hidden
 
 
 def block_parameters(shape: ModelShape) -> int:

@@ -29,23 +29,22 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from trustrepair.artifacts import atomic_path, checksum_problem, discard, write_checksum
+from trustrepair.families import FAMILIES
 from trustrepair.models import decoder_blocks
 from trustrepair.plan import format_size
 
-# model_type -> final norm of the base model; both families keep ``rotary_emb`` there and
-# call their blocks with the same mask, position ids and rotary embeddings.
-_FINAL_NORM = {"llama": "norm", "gpt_neox": "final_layer_norm"}
-
 
 def _family(model: nn.Module) -> str:
-    """The model type, if this module knows how to split it into prefix and head."""
+    """The model type, if it is a registered family (:mod:`trustrepair.families`): each
+    keeps ``rotary_emb`` on its base model and calls its blocks with the same masks,
+    position ids and rotary embeddings."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in _FINAL_NORM:
-        raise ValueError(f"PrefixCache supports model types {sorted(_FINAL_NORM)}, "
+    if model_type not in FAMILIES:
+        raise ValueError(f"PrefixCache supports model types {list(FAMILIES)}, "
                          f"not {model_type!r} ({type(model).__name__})")
     return model_type
 
@@ -70,16 +69,22 @@ def _key(token_ids: Sequence[int] | torch.Tensor) -> str:
 
 
 def _run_blocks(model: PreTrainedModel, hidden: torch.Tensor, attention_mask: torch.Tensor,
-                blocks: nn.ModuleList) -> torch.Tensor:
-    """Blocks applied as LlamaModel / GPTNeoXModel.forward apply them (no KV cache)."""
+                first: int, stop: int) -> torch.Tensor:
+    """Blocks ``[first, stop)`` applied as the families' ``Model.forward`` applies them (no
+    KV cache): each block gets the mask of its attention type (``config.layer_types``,
+    full or sliding-window, as Qwen2 may mix them)."""
     position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-    mask = create_causal_mask(config=model.config, inputs_embeds=hidden,
-                              attention_mask=attention_mask, past_key_values=None,
-                              position_ids=position_ids)
+    blocks = decoder_blocks(model)
+    types = getattr(model.config, "layer_types", None) or ["full_attention"] * len(blocks)
+    inputs = dict(config=model.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                  past_key_values=None, position_ids=position_ids)
+    masks = {"full_attention": create_causal_mask(**inputs)}
+    if "sliding_attention" in types[first:stop]:
+        masks["sliding_attention"] = create_sliding_window_causal_mask(**inputs)
     rotary = model.base_model.rotary_emb(hidden, position_ids=position_ids)
-    for block in blocks:
-        hidden = block(hidden, attention_mask=mask, position_ids=position_ids,
-                       position_embeddings=rotary)
+    for i in range(first, stop):
+        hidden = blocks[i](hidden, attention_mask=masks[types[i]], position_ids=position_ids,
+                           position_embeddings=rotary)
     return hidden
 
 
@@ -89,7 +94,7 @@ def for_tracked_blocks(model: PreTrainedModel, tracked_blocks: int,
     (then every variant runs the whole model)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     first_block = len(decoder_blocks(model)) - tracked_blocks
-    if model_type not in _FINAL_NORM or first_block < 1:
+    if model_type not in FAMILIES or first_block < 1:
         return None
     return PrefixCache(model, first_block, directory)
 
@@ -238,7 +243,7 @@ class PrefixCache:
         model.eval()  # dropout must not become part of a constant
         with torch.no_grad():
             hidden = _run_blocks(model, model.get_input_embeddings()(input_ids), attention_mask,
-                                 decoder_blocks(model)[:self.first_block])
+                                 0, self.first_block)
         model.train(was_training)
         for row, (key, seq) in enumerate(sequences.items()):
             self.states[key] = hidden[row, :len(seq)].cpu()
@@ -282,6 +287,6 @@ class _CachedPrefixLM(nn.Module):
                              device=embed.device)
         for row, state in enumerate(states):
             hidden[row, :len(state)] = state
-        blocks = decoder_blocks(self.model)[self.cache.first_block:]
-        hidden = _run_blocks(self.model, hidden, attention_mask, blocks)
-        return getattr(self.model.base_model, _FINAL_NORM[self.cache.model_type])(hidden)
+        hidden = _run_blocks(self.model, hidden, attention_mask, self.cache.first_block,
+                             self.cache.n_blocks)
+        return getattr(self.model.base_model, FAMILIES[self.cache.model_type].final_norm)(hidden)
