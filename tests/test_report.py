@@ -270,3 +270,12 @@ def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
 def _mkdir(path):
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_an_auroc_shows_as_a_level_with_its_interval(tmp_path) -> None:
+    from trustrepair.report import write_table
+
+    frame = pd.DataFrame({"method": ["ekfac"], "truthfulness_auroc": [0.9876],
+                          "truthfulness_auroc_ci_low": [0.95], "truthfulness_auroc_ci_high": [1.0]})
+    markdown = write_table(frame, tmp_path, "t")[1].read_text()
+    assert "| ekfac | 0.988 [0.950, 1.000] |" in markdown

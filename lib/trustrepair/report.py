@@ -30,9 +30,10 @@ ASPECT_LABELS = {"truthfulness": "Truthfulness", "machine_ethics": "Machine ethi
                  "stereotypical_bias": "Stereotypical bias"}
 COLUMN_WIDTH_IN = 3.25
 """One column of a two-column paper."""
-INTERVAL_FORMATS = {"rel_change_logodds": "%+.1f", "rel_change_ppl": "%+.2f"}
-"""How a value shows with its interval in Markdown and LaTeX; perplexity changes are
-about a tenth of the log-odds changes, so they keep one more decimal."""
+INTERVAL_FORMATS = {"rel_change_logodds": "%+.1f", "rel_change_ppl": "%+.2f", "auroc": "%.3f"}
+"""How a value shows with its interval in Markdown and LaTeX, by the end of its column's
+name; perplexity changes are about a tenth of the log-odds changes, so they keep one more
+decimal, and an AUROC is a level in [0, 1], not a change."""
 
 
 def use_paper_style() -> None:
@@ -67,7 +68,7 @@ def _with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     for col in frame.columns:
         low, high = f"{col}_ci_low", f"{col}_ci_high"
         if low in frame.columns and high in frame.columns:
-            fmt = INTERVAL_FORMATS.get(col, "%+.1f")
+            fmt = next((f for end, f in INTERVAL_FORMATS.items() if col.endswith(end)), "%+.1f")
             shown[col] = [f"{fmt % v} [{fmt % lo}, {fmt % hi}]"
                           for v, lo, hi in zip(frame[col], frame[low], frame[high], strict=True)]
             shown = shown.drop(columns=[low, high])
