@@ -42,7 +42,8 @@ class Interval:
 
 
 def bootstrap_of(params: Params) -> Bootstrap:
-    """The run's interval settings: ``eval.bootstrap_resamples``, ``eval.confidence``, ``seed``."""
+    """The run's interval settings: ``eval.bootstrap_resamples``, ``eval.confidence`` and
+    ``data.seed``, which stays fixed across seeds so that every seed draws the same resamples."""
     return Bootstrap(params.eval.bootstrap_resamples, params.eval.confidence, params.data.seed)
 
 
@@ -84,10 +85,7 @@ def paired_bootstrap(post: ArrayLike, ours: ArrayLike,
                          f"{post_items.shape[0]} and {ours_items.shape[0]}")
     counts = resample_counts(len(post_items), bootstrap.resamples, bootstrap.seed)
     counts = counts.astype(np.float64)
-    values = statistic(counts @ post_items, counts @ ours_items)
-    tail = (1 - bootstrap.confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return Interval(float(low), float(high))
+    return _percentile(statistic(counts @ post_items, counts @ ours_items), bootstrap)
 
 
 def auroc_interval(scores: torch.Tensor, positive: torch.Tensor,
@@ -106,7 +104,12 @@ def auroc_interval(scores: torch.Tensor, positive: torch.Tensor,
     wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     pos_counts = resample_counts(len(pos), bootstrap.resamples, bootstrap.seed)
     neg_counts = resample_counts(len(neg), bootstrap.resamples, bootstrap.seed + 1)
-    values = ((pos_counts @ wins) * neg_counts).sum(1) / (len(pos) * len(neg))
+    return _percentile(((pos_counts @ wins) * neg_counts).sum(1) / (len(pos) * len(neg)),
+                       bootstrap)
+
+
+def _percentile(values: np.ndarray, bootstrap: Bootstrap) -> Interval:
+    """The central ``bootstrap.confidence`` percentile interval of per-resample values."""
     tail = (1 - bootstrap.confidence) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return Interval(float(low), float(high))
