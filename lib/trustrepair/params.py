@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -59,6 +60,10 @@ def _known_family(name: str) -> str:
     if name not in FAMILIES:
         raise ValueError(f"one of {list(FAMILIES)} (trustrepair.families)")
     return name
+
+
+FamilyName = Annotated[str, AfterValidator(_known_family)]
+"""A model family's name, checked against the registry."""
 
 
 def _sorted_positive(values: tuple, what: str) -> tuple:
@@ -142,7 +147,7 @@ class DataParams(_Section):
 class TinyModelParams(_Section):
     """A randomly initialised model for tests; tokenizer trained on the fixture text."""
 
-    family: str = "llama"
+    family: FamilyName = "llama"
     """A family of :data:`trustrepair.families.FAMILIES`."""
     layers: int = Field(2, gt=0)
     hidden: int = Field(64, gt=0)
@@ -150,11 +155,6 @@ class TinyModelParams(_Section):
     intermediate: int = Field(128, gt=0)
     vocab: int = Field(512, ge=300)
     """Byte-level BPE needs the 256 byte tokens plus merges."""
-
-    @field_validator("family")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return _known_family(v)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> TinyModelParams:
@@ -167,7 +167,7 @@ class ModelShape(_Section):
     """A real model's shape as its config.json states it, so that ``trustrepair plan`` can
     size a run without loading the model."""
 
-    family: str
+    family: FamilyName
     """``model_type``, one of :data:`trustrepair.families.FAMILIES`."""
     layers: int = Field(gt=0)
     hidden: int = Field(gt=0)
@@ -178,11 +178,6 @@ class ModelShape(_Section):
     vocab: int = Field(gt=0)
     tie_embeddings: bool = False
     """Input and output embeddings share one matrix (``tie_word_embeddings``)."""
-
-    @field_validator("family")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return _known_family(v)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelShape:
