@@ -15,6 +15,7 @@ from trustrepair.experiment import Experiment
 from trustrepair.models import save_pretrained
 from trustrepair.report import ablation_table, change_intervals, mean_change_intervals
 from trustrepair.selection import load_subsets, run_selection
+from trustrepair.steps import SELECTION
 from trustrepair.timing import run_timing
 
 from .conftest import smoke_params
@@ -110,7 +111,7 @@ def test_the_retrain_control_leaves_out_k_random_samples_other_than_s(run_dir: P
     common = load_subsets(exp)[COMMON]
     left_out = {method: every - kept for method, (kept, _) in trained.items()}
     assert {method: step for method, (_, step) in trained.items()} == {
-        "retrain": "03_dpp", "retrain_random": "03_dpp"}, "both in their own folder"
+        "retrain": SELECTION, "retrain_random": SELECTION}, "keyed on steps 01-03, own folders"
     assert left_out["retrain"] == set(common["dpp"]["ids"])
     assert len(left_out["retrain_random"]) == k
     assert left_out["retrain_random"] == set(common["random"]["ids"])
@@ -272,3 +273,32 @@ def test_step_05_reports_each_baseline_at_its_matched_point(run_dir: Path, monke
         assert rows[aspect, "ga"]["setting"] == "lr 0.001, steps 3"
         assert rows[aspect, "ours"]["setting"] == "β 0.01"
     assert {p["method"] for p in result["tradeoff"]} == {"ours", "ga"}
+
+
+def test_every_registered_baseline_has_a_trainer() -> None:
+    from trustrepair.ablations import TRAINERS, trains
+    from trustrepair.baseline_registry import BASELINES
+
+    assert set(TRAINERS) == set(BASELINES)
+    with pytest.raises(ValueError, match="'rlhf' is not in trustrepair.baseline_registry"):
+        trains("rlhf")
+
+
+def test_a_new_baseline_is_one_entry_and_its_trainer(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from trustrepair.ablations import TRAINERS
+    from trustrepair.baseline_registry import BASELINES, Baseline
+
+    monkeypatch.setitem(BASELINES, "noop", Baseline("the post-SFT model itself",
+                                                    trains_through_prefix=True))
+    calls = []
+    monkeypatch.setitem(TRAINERS, "noop", lambda abl, aspect, **budget: calls.append(
+        (aspect, budget)) or abl.model)
+    params = smoke_params(tmp_path, **{"ablations.methods": ["sga", "noop"]})
+    assert params.ablations.methods == ("sga", "noop")
+    abl = SimpleNamespace(p=params, prefix="the cache", model="post-SFT")
+    assert Ablations.baseline(abl, "noop", "truthfulness", lr=0.1, steps=2) == "post-SFT"
+    assert calls == [("truthfulness", {"lr": 0.1, "steps": 2, "max_length": 64, "seed": 0,
+                                       "cache": "the cache"})]

@@ -22,7 +22,8 @@ import datasets
 import pytest
 from datasets import Dataset, DatasetDict
 
-from trustrepair import data, plan
+from trustrepair import data
+from trustrepair.aspects import ASPECT_TABLE
 from trustrepair.data import hh, trust
 from trustrepair.data.sources import DATA_DIR_ENV
 
@@ -260,7 +261,7 @@ def test_fixture_triple_counts_match_the_plan(fixture_dir: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.DataWarning)
         counts = {aspect: len(data.load_trust(aspect, fixture_dir)) for aspect in data.ASPECTS}
-    assert counts == plan.FIXTURE_TRIPLES
+    assert counts == {name: entry.fixture_triples for name, entry in ASPECT_TABLE.items()}
 
 
 def test_minimal_pairs_rule() -> None:
@@ -672,6 +673,7 @@ def test_real_mirror_drops_only_the_known_empty_dialogues(monkeypatch: pytest.Mo
     with warnings.catch_warnings():
         warnings.simplefilter("error", data.DataWarning)
         assert [len(data.load_trust(aspect)) for aspect in data.ASPECTS] == [817, 831, 3456]
+        assert [ASPECT_TABLE[aspect].triples for aspect in data.ASPECTS] == [817, 831, 3456]
         capsys.readouterr()
         splits = data.load_hh()
     assert capsys.readouterr().out == (

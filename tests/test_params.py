@@ -108,13 +108,13 @@ def test_relative_output_paths_resolve_against_the_repository() -> None:
 def test_a_setting_added_at_its_default_keeps_old_step_keys() -> None:
     """sft.group_by_length arrived after runs existed: at its default it must not enter
     the SFT key, or every saved run would look stale."""
-    from trustrepair.pipeline import fingerprint, sections_through
+    from trustrepair.steps import SFT, fingerprint, sections_through
 
     default = load_params(ROOT / "params/smoke.yaml")
     assert "group_by_length" not in default.model_dump()["sft"]
     off = load_params(ROOT / "params/smoke.yaml", **{"sft.group_by_length": False})
     assert off.sft.group_by_length is False
-    sections = sections_through("01_sft")
+    sections = sections_through(SFT)
     assert fingerprint(off, sections) != fingerprint(default, sections)
 
 
@@ -136,7 +136,7 @@ def test_model_shape_enters_no_key() -> None:
     """The shape describes the model the source names; stating it must not make saved
     runs or the converted base model look stale."""
     from trustrepair.models import base_model_dir
-    from trustrepair.pipeline import ALL_SECTIONS, fingerprint
+    from trustrepair.steps import ALL_SECTIONS, fingerprint
 
     stated = load_params(ROOT / "params/default.yaml")
     unstated = load_params(ROOT / "params/default.yaml", **{"model.shape": None})

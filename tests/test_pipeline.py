@@ -14,6 +14,7 @@ from trustrepair import cli
 from trustrepair.artifacts import atomic_path, write_json
 from trustrepair.experiment import Experiment
 from trustrepair.params import ASPECTS, load_params
+from trustrepair.steps import SFT, STEPS
 
 from .conftest import ROOT, smoke_params
 
@@ -160,6 +161,14 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert all(manifest["steps"][s]["status"] == "done"
                for s in ("01_sft", "02_attribution", "03_dpp", "04_repair", "05_ablations",
                          "06_timing", "07_paper"))
+    for step in STEPS:  # the registry names every file a step writes
+        record = manifest["steps"].get(step.name)
+        if record is not None:
+            assert "undeclared" not in record["artifacts"], (step.name, record["artifacts"])
+            assert sorted(f for files in record["artifacts"].values() for f in files) == \
+                sorted(record["outputs"])
+    assert {"scores", "features", "summary", "ranked", "kronfluence"} <= set(
+        manifest["steps"]["02_attribution"]["artifacts"])
     assert manifest["environment"]["packages"]["torch"]
 
     # Unchanged inputs: nothing reruns. Then the figures rebuild from saved results alone.
@@ -194,12 +203,12 @@ def test_cached_results_are_reused_only_under_the_same_settings(tmp_path: Path) 
     calls = []
     exp = Experiment(smoke_params(tmp_path))
     path = tmp_path / "result.json"
-    assert exp.cached("01_sft", path, lambda: calls.append(1) or {"x": 1})["x"] == 1
-    assert exp.cached("01_sft", path, lambda: calls.append(1) or {"x": 2})["x"] == 1
+    assert exp.cached(SFT, path, lambda: calls.append(1) or {"x": 1})["x"] == 1
+    assert exp.cached(SFT, path, lambda: calls.append(1) or {"x": 2})["x"] == 1
     later_step_only = Experiment(smoke_params(tmp_path, **{"selection.k": 3}))
-    assert later_step_only.cached("01_sft", path, lambda: calls.append(1) or {"x": 9})["x"] == 1
+    assert later_step_only.cached(SFT, path, lambda: calls.append(1) or {"x": 9})["x"] == 1
     other = Experiment(smoke_params(tmp_path, **{"eval.batch_size": 3}))
-    assert other.cached("01_sft", path, lambda: calls.append(1) or {"x": 3})["x"] == 3
+    assert other.cached(SFT, path, lambda: calls.append(1) or {"x": 3})["x"] == 3
     assert len(calls) == 2
 
 

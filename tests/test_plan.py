@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from trustrepair import cli, models, plan, sft
 from trustrepair.experiment import Experiment
 from trustrepair.params import ModelParams, TinyModelParams, load_params
-from trustrepair.pipeline import ALL_SECTIONS, fingerprint
+from trustrepair.steps import ALL_SECTIONS, fingerprint
 
 from .conftest import smoke_params
 

@@ -137,7 +137,8 @@ def test_figure2_draws_a_band_per_line_when_the_grid_has_intervals() -> None:
 
 
 def test_paper_vs_ours_sets_our_numbers_beside_the_papers() -> None:
-    from trustrepair.report import ASPECT_LABELS, paper_vs_ours
+    from trustrepair.aspects import ASPECT_TABLE
+    from trustrepair.report import paper_vs_ours
 
     aspects = ["truthfulness", "machine_ethics", "stereotypical_bias"]
     table1 = pd.DataFrame({"aspect": aspects, "pre_sft_logodds": [0.3, -0.1, -0.2],
@@ -152,7 +153,8 @@ def test_paper_vs_ours_sets_our_numbers_beside_the_papers() -> None:
                            "rel_change_ppl": [-12.345, -1.3333]})
     full = paper_vs_ours(table1, table2, table4, model_label="tiny-llama",
                          scale_note="Ours: 10M parameters; the paper: 1.4B-7B.")
-    for piece in (*ASPECT_LABELS.values(), "tiny-llama", "Ours: 10M parameters",
+    labels = [entry.label for entry in ASPECT_TABLE.values()]
+    for piece in (*labels, "tiny-llama", "Ours: 10M parameters",
                   "| 0.512 | 0.476 |", "+1.2 .. +9.6",  # paper, Pythia-1.4B truthfulness
                   "| 0.432 | 0.412 | +4.58 | -1.33 |",  # ours, truthfulness
                   "## Table 2", "+3.52", "-0.75", "+1.23", "-0.57",

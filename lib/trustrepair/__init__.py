@@ -4,7 +4,8 @@ Reproduction package for "Trust, But Attribute: Tracing Impact of Data on
 Trustworthiness in Supervised LLM Fine-Tuning" (ICLR 2026).
 """
 
-from trustrepair.params import ASPECTS, Params, ParamsError, load_params
+from trustrepair.aspects import ASPECTS
+from trustrepair.params import Params, ParamsError, load_params
 
 __all__ = ["ASPECTS", "Params", "ParamsError", "load_params"]
 __version__ = "0.1.0"

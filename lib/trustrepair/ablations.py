@@ -33,15 +33,16 @@ from transformers import PreTrainedModel
 from trustrepair import baselines, dpp, prefix, recovery
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
+from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
 from trustrepair.repair import Preconditioner, pbrf_step, reported_beta, subset_gradient
 from trustrepair.selection import load_subsets
 from trustrepair.sft import sft_into
+from trustrepair.steps import ABLATIONS, SELECTION, TRAINED
 from trustrepair.uncertainty import relative_change
 
-STEP = "05_ablations"
 PBRF_SELECTORS = {"ours": "dpp", "topk": "topk"}
 """Method name in the tables -> selector of step 03 whose subset the PBRF step uses."""
 RETRAINED = {"retrain": "dpp", "retrain_random": "random"}
@@ -69,7 +70,7 @@ def ranker_subsets(exp: Experiment, rankers: Sequence[str],
         scores["hidden_cosine"] = recovery.hidden_cosine_scores(exp, model, tokenizer)
     if "gradient_dot" in rankers:  # last: kronfluence hooks into the model
         scores["gradient_dot"] = recovery.gradient_dot_scores(
-            exp, model, tokenizer, exp.step_dir(STEP) / "kronfluence",
+            exp, model, tokenizer, exp.output(ABLATIONS, "kronfluence"),
             cache=exp.prefix_cache(model, attribution=True))
     return {aspect: {r: dpp.top_k(scores[r][aspect], k) for r in rankers} for aspect in exp.trust}
 
@@ -80,7 +81,7 @@ class Ablations:
     def __init__(self, exp: Experiment):
         p = exp.params
         self.exp, self.p = exp, p
-        self.dir = exp.step_dir(STEP)
+        self.dir = exp.step_dir(ABLATIONS)
         self.preconditioner = Preconditioner.of_run(exp)
         self.subsets: dict[str, dict[str, list[int]]] = {
             target: {name: pick["indices"] for name, pick in picks.items()}
@@ -122,8 +123,10 @@ class Ablations:
             return evaluate(model, self.tokenizer, {a: triples[a] for a in aspects},
                             dialogues, self.p.eval)
 
-        saved = f"evals/{name}.json" if split == "test" else f"evals/validation/{name}.json"
-        return {**self.exp.cached(STEP, self.dir / saved, compute), "eval": saved}
+        path = self.exp.output(ABLATIONS, "evaluation" if split == "test"
+                               else "validation_evaluation", name=name)
+        saved = path.relative_to(self.dir).as_posix()
+        return {**self.exp.cached(ABLATIONS, path, compute), "eval": saved}
 
     def subset(self, target: str, selector: str) -> Dataset:
         return self.exp.hh["train"].select(self.subsets[target][selector])
@@ -146,25 +149,11 @@ class Ablations:
 
     def baseline(self, method: str, aspect: str, lr: float, steps: int) -> PreTrainedModel:
         """A baseline of the paper's ablation at learning rate ``lr`` for ``steps`` updates."""
-        a, p = self.p.ablations, self.p
-        common = {"lr": lr, "steps": steps, "max_length": p.sft.max_length, "seed": p.seed}
-        modules = self.preconditioner.modules
-        subset = self.subset(aspect, "dpp")
-        if method in ("ga", "sga", "ga_kl"):  # these train the tracked blocks only
-            common["cache"] = self.prefix
-        if method in ("ga", "sga"):
-            return baselines.gradient_ascent(
-                self.model, self.tokenizer, subset, modules,
-                batch_size=a.sga_batch_size if method == "sga" else None, **common)
-        if method == "ga_kl":
-            return baselines.gradient_ascent_kl(
-                self.model, self.tokenizer, subset, self.retained(aspect), modules,
-                kl_weight=a.kl_weight, batch_size=None, **common)
-        pairs = at_most(self.exp.trust[aspect]["train"], a.dpo_pairs, p.data.seed)
-        pairs = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["proponent"],
-                                   "rejected": pairs["opponent"]})
-        return baselines.dpo(self.model, self.tokenizer, pairs, modules, beta=a.dpo_beta,
-                             batch_size=a.sga_batch_size, output_dir=self.dir / "dpo", **common)
+        budget = {"lr": lr, "steps": steps, "max_length": self.p.sft.max_length,
+                  "seed": self.p.seed}
+        if BASELINES[method].trains_through_prefix:
+            budget["cache"] = self.prefix
+        return TRAINERS[method](self, aspect, **budget)
 
     def retained(self, aspect: str) -> Dataset:
         """SFT samples outside the aspect's subset, for the KL term of GA+KL."""
@@ -173,12 +162,64 @@ class Ablations:
 
     def retrain(self, method: str) -> PreTrainedModel:
         """SFT from the base model without the common subset of ``RETRAINED[method]``'s
-        selector (the slow counterfactual, or its random control), in ``05_ablations/<method>``."""
+        selector (the slow counterfactual, or its random control), into the step's
+        ``retrained`` folder of ``method``."""
         kept = self.outside(self.subsets[COMMON][RETRAINED[method]])
         # Keyed on what the retraining depends on (data, SFT and the subset: steps 01-03),
         # so changing an ablation setting does not retrain.
-        model_dir, _ = sft_into(self.exp, kept, "03_dpp", self.dir / method)
+        folder = self.exp.output(ABLATIONS, "retrained", method=method)
+        model_dir, _ = sft_into(self.exp, kept, SELECTION, folder)
         return self.exp.load_model(model_dir)[0]
+
+
+Trainer = Callable[..., PreTrainedModel]
+"""``(ablations, aspect, *, lr, steps, max_length, seed[, cache]) -> trained copy``."""
+TRAINERS: dict[str, Trainer] = {}
+"""Baseline name (:mod:`trustrepair.baseline_registry`) -> how step 05 trains it."""
+
+
+def trains(method: str) -> Callable[[Trainer], Trainer]:
+    """Register the decorated function as how step 05 trains the baseline ``method``."""
+    if method not in BASELINES:
+        raise ValueError(f"{method!r} is not in trustrepair.baseline_registry: add its entry "
+                         f"there first")
+
+    def register(train: Trainer) -> Trainer:
+        TRAINERS[method] = train
+        return train
+    return register
+
+
+@trains("sga")
+def _sga(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
+    return baselines.gradient_ascent(abl.model, abl.tokenizer, abl.subset(aspect, "dpp"),
+                                     abl.preconditioner.modules,
+                                     batch_size=abl.p.ablations.sga_batch_size, **budget)
+
+
+@trains("ga")
+def _ga(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
+    return baselines.gradient_ascent(abl.model, abl.tokenizer, abl.subset(aspect, "dpp"),
+                                     abl.preconditioner.modules, batch_size=None, **budget)
+
+
+@trains("ga_kl")
+def _ga_kl(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
+    return baselines.gradient_ascent_kl(
+        abl.model, abl.tokenizer, abl.subset(aspect, "dpp"), abl.retained(aspect),
+        abl.preconditioner.modules, kl_weight=abl.p.ablations.kl_weight, batch_size=None,
+        **budget)
+
+
+@trains("dpo")
+def _dpo(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
+    a = abl.p.ablations
+    pairs = at_most(abl.exp.trust[aspect]["train"], a.dpo_pairs, abl.p.data.seed)
+    pairs = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["proponent"],
+                               "rejected": pairs["opponent"]})
+    return baselines.dpo(abl.model, abl.tokenizer, pairs, abl.preconditioner.modules,
+                         beta=a.dpo_beta, batch_size=a.sga_batch_size,
+                         output_dir=abl.exp.output(ABLATIONS, "dpo"), **budget)
 
 
 def matched_point(points: list[dict], cost: float) -> dict:
@@ -232,7 +273,8 @@ def tradeoff(abl: Ablations, aspects: list[str], beta: float) -> tuple[list[dict
 
 def run_ablations(exp: Experiment) -> dict:
     """Evaluate every comparison; the rows the tables and figures read, saved as JSON."""
-    return exp.cached(STEP, exp.step_dir(STEP) / "ablations.json", lambda: _compare(exp))
+    exp.step_dir(ABLATIONS)
+    return exp.cached(ABLATIONS, exp.output(ABLATIONS, "result"), lambda: _compare(exp))
 
 
 def _compare(exp: Experiment) -> dict:
@@ -292,7 +334,8 @@ def _compare(exp: Experiment) -> dict:
             for aspect in aspects:
                 add(method, aspect, result)
             excluded = abl.subsets[COMMON][RETRAINED[method]]
-            metrics = read_json(abl.dir / method / "sft_metrics.json")
+            metrics = read_json(exp.output(ABLATIONS, "retrained", method=method)
+                                / TRAINED["metrics"])
             retrained[method] = {"excluded_ids": [ids[i] for i in excluded],
                                  "seconds": metrics["train_runtime"]}
     for row in rows:

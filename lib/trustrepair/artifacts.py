@@ -79,6 +79,14 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+GIB = 2**30
+
+
+def format_size(n: int) -> str:
+    """Bytes as GiB, or MiB below a tenth of one."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
+
+
 CHECKSUMS = "checksums.json"
 """File inside a saved folder listing the SHA-256 of every other file in it."""
 

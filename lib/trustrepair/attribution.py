@@ -45,9 +45,10 @@ from trustrepair.metrics import (
     response_logprobs,
     response_loss,
 )
-from trustrepair.models import DTYPES, tracked_linear_modules
+from trustrepair.models import DTYPES, is_saved_model, tracked_linear_modules
 from trustrepair.params import AttributionParams
 from trustrepair.prefix import PrefixCache, filling
+from trustrepair.steps import ATTRIBUTION, SFT
 
 
 class SFTTrustTask(Task):
@@ -260,8 +261,8 @@ def common_scores(scores: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def post_sft_dir(exp: Experiment) -> Path:
     """The post-SFT model of step 01; a clear error if it has not been run."""
-    path = exp.run_dir / "01_sft" / "model"
-    if not (path / "config.json").exists():
+    path = exp.output(SFT, "model")
+    if not is_saved_model(path):
         raise FileNotFoundError(f"no post-SFT model at {path}: run step 01 first "
                                 f"(trustrepair run PARAMS --only 01)")
     return path
@@ -270,12 +271,11 @@ def post_sft_dir(exp: Experiment) -> Path:
 def run_attribution(exp: Experiment) -> dict[str, Path]:
     """Step 02: detrimental scores per aspect (+ common) and DPP features, saved to disk.
 
-    Writes ``scores.safetensors`` (aspect -> detrimental score per SFT train sample, in
-    the order of ``exp.hh["train"]``), ``features.safetensors`` and ``scores_<aspect>.csv``.
+    Writes the step's ``scores`` (aspect -> detrimental score per SFT train sample, in the
+    order of ``exp.hh["train"]``), ``features`` and one ``ranked`` CSV per target.
     """
-    step = exp.step_dir("02_attribution")
-    paths = {"scores": step / "scores.safetensors", "features": step / "features.safetensors",
-             "summary": step / "attribution.json"}
+    exp.step_dir(ATTRIBUTION)
+    paths = {name: exp.output(ATTRIBUTION, name) for name in ("scores", "features", "summary")}
 
     def compute() -> dict:
         p = exp.params
@@ -286,8 +286,8 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
                                              batch_size=p.eval.batch_size)
         influence = fit_and_score(
             model, tokenizer, train, {a: s["train"] for a, s in exp.trust.items()},
-            p.attribution, out_dir=step / "kronfluence",
-            name=exp.fingerprint("02_attribution"),
+            p.attribution, out_dir=exp.output(ATTRIBUTION, "kronfluence"),
+            name=exp.fingerprint(ATTRIBUTION),
             sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
             normalized=p.eval.length_normalized, seed=p.seed, overwrite=exp.recompute,
             cache=exp.prefix_cache(model, attribution=True))
@@ -299,13 +299,14 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
             save_file({"features": features.contiguous()}, str(tmp))
         for aspect, values in scores.items():
             frame = ranked_frame(train, values)
-            write_text(step / f"scores_{aspect}.csv", frame.to_csv(index=False))
+            write_text(exp.output(ATTRIBUTION, "ranked", target=aspect),
+                       frame.to_csv(index=False))
         return {"tracked_modules": influence.tracked_modules, "n_train": len(train),
                 "factors_dir": str(influence.factors_dir),
                 "factor_samples": min(p.attribution.factor_samples, len(train)),
                 "aspects": list(influence.scores)}
 
-    exp.cached("02_attribution", paths["summary"], compute)
+    exp.cached(ATTRIBUTION, paths["summary"], compute)
     return paths
 
 
@@ -320,14 +321,14 @@ def ranked_frame(train: Dataset, detrimental_scores: torch.Tensor) -> pd.DataFra
 
 def load_scores(exp: Experiment) -> dict[str, torch.Tensor]:
     """Detrimental scores saved by step 02 (aspect or ``common`` -> (n_train,))."""
-    return load_file(str(exp.run_dir / "02_attribution" / "scores.safetensors"))
+    return load_file(str(ATTRIBUTION.require(exp.run_dir, "scores")))
 
 
 def load_features(exp: Experiment) -> torch.Tensor:
-    return load_file(str(exp.run_dir / "02_attribution" / "features.safetensors"))["features"]
+    return load_file(str(ATTRIBUTION.require(exp.run_dir, "features")))["features"]
 
 
 def top_detrimental(exp: Experiment, target: str, n: int = 5) -> pd.DataFrame:
     """The ``n`` most detrimental SFT samples for a target, with their text (cf. appendix F)."""
-    frame = pd.read_csv(exp.run_dir / "02_attribution" / f"scores_{target}.csv")
+    frame = pd.read_csv(ATTRIBUTION.require(exp.run_dir, "ranked", target=target))
     return frame.head(n)[["rank", "id", "score", "prompt", "response"]]

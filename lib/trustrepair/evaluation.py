@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import response_nll, trust_logodds
 from trustrepair.params import EvalParams
+from trustrepair.steps import SFT
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -49,4 +50,4 @@ def evaluate_saved(exp: Experiment, model_dir: Path | None, out_path: Path) -> d
         model, tokenizer = exp.load_model(model_dir)
         return evaluate(model, tokenizer, exp.trust_test(), exp.hh["test"], exp.params.eval)
 
-    return exp.cached("01_sft", out_path, compute)
+    return exp.cached(SFT, out_path, compute)

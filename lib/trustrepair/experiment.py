@@ -24,19 +24,15 @@ from trustrepair import plan as planning
 from trustrepair.artifacts import is_main_process, read_json, write_json
 from trustrepair.models import load_pretrained, prepare_base_model, resolve_device
 from trustrepair.params import Params, load_params
-from trustrepair.pipeline import fingerprint, sections_through
 from trustrepair.planted import plant_dialogues
 from trustrepair.prefix import PrefixCache, for_tracked_blocks
+from trustrepair.steps import RECOMPUTE_ENV, Step, find, fingerprint, sections_through
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-RECOMPUTE_ENV = "TRUSTREPAIR_RECOMPUTE"
-"""Set to 1 (``trustrepair run --force``) to recompute results instead of reusing them."""
 
 
 class Experiment:
@@ -59,11 +55,11 @@ class Experiment:
     def run_dir(self) -> Path:
         return self.params.run_dir()
 
-    def fingerprint(self, step: str) -> str:
+    def fingerprint(self, step: Step) -> str:
         """Hash of every setting that the results of ``step`` depend on."""
         return fingerprint(self.params, sections_through(step))
 
-    def cached(self, step: str, path: Path, compute: Callable[[], dict]) -> dict:
+    def cached(self, step: Step, path: Path, compute: Callable[[], dict]) -> dict:
         """Load a JSON result of ``step`` written under the same settings, or compute it.
 
         Lets an interrupted step resume without trusting results of other settings;
@@ -81,10 +77,19 @@ class Experiment:
             write_json(path, result)
         return result
 
-    def step_dir(self, step: str) -> Path:
-        path = self.run_dir / step
+    def step_dir(self, step: Step | str) -> Path:
+        """``step``'s folder in this run (a step or its name), created if need be."""
+        found = find(step) if isinstance(step, str) else step
+        if found is None:
+            raise ValueError(f"no step named {step!r}: the steps are defined in "
+                             f"trustrepair.steps")
+        path = found.folder(self.run_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def output(self, step: Step, artifact: str, **fields: str) -> Path:
+        """Where ``step`` writes ``artifact`` in this run (see :meth:`Step.output`)."""
+        return step.output(self.run_dir, artifact, **fields)
 
     @cached_property
     def data_source(self) -> str | None:

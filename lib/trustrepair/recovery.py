@@ -28,6 +28,7 @@ from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
 from trustrepair.planted import planted_mask, recovery_table, roc_curve
 from trustrepair.prefix import PrefixCache
+from trustrepair.steps import ATTRIBUTION, PLANTED
 from trustrepair.uncertainty import bootstrap_of
 
 METHODS = ("ekfac", "gradient_dot", "hidden_cosine", "random")
@@ -73,7 +74,7 @@ def gradient_dot_scores(exp: Experiment, model: PreTrainedModel,
     identity = p.attribution.model_copy(update={"strategy": "identity"})
     dot = fit_and_score(model, tokenizer, exp.hh["train"],
                         {a: s["train"] for a, s in exp.trust.items()}, identity,
-                        out_dir=out_dir, name=exp.fingerprint("02_attribution"),
+                        out_dir=out_dir, name=exp.fingerprint(ATTRIBUTION),
                         sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
                         normalized=p.eval.length_normalized, seed=p.seed,
                         overwrite=exp.recompute, cache=cache)
@@ -86,8 +87,8 @@ def method_scores(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
     aspects = list(exp.trust)
     model, tokenizer = exp.load_model(post_sft_dir(exp))
     cosine = hidden_cosine_scores(exp, model, tokenizer)
-    dot = gradient_dot_scores(exp, model, tokenizer,
-                              exp.step_dir("02b_planted") / "kronfluence")
+    exp.step_dir(PLANTED)
+    dot = gradient_dot_scores(exp, model, tokenizer, exp.output(PLANTED, "kronfluence"))
     generator = torch.Generator().manual_seed(p.seed)
     ekfac = load_scores(exp)
     return {"ekfac": {a: ekfac[a] for a in aspects},
@@ -109,4 +110,5 @@ def run_recovery(exp: Experiment) -> dict:
                   for m, per in scores.items()}
         return {"k": k, "table": table.to_dict(orient="records"), "roc": curves}
 
-    return exp.cached("02b_planted", exp.step_dir("02b_planted") / "recovery.json", compute)
+    exp.step_dir(PLANTED)
+    return exp.cached(PLANTED, exp.output(PLANTED, "recovery"), compute)

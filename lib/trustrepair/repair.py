@@ -47,6 +47,7 @@ from trustrepair.metrics import (
 from trustrepair.models import save_pretrained
 from trustrepair.params import EvalParams, RepairParams
 from trustrepair.selection import load_subsets
+from trustrepair.steps import ATTRIBUTION, REPAIR
 
 FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
                 "num_lambda_processed")
@@ -66,9 +67,7 @@ class Preconditioner:
     @classmethod
     def of_run(cls, exp: Experiment) -> Preconditioner:
         """The factors step 02 fitted for this run, with the run's damping."""
-        summary = exp.run_dir / "02_attribution" / "attribution.json"
-        if not summary.exists():
-            raise FileNotFoundError(f"no {summary}: run step 02 first")
+        summary = ATTRIBUTION.require(exp.run_dir, "summary")
         return cls.load(Path(read_json(summary)["factors_dir"]), exp.params.attribution.damping)
 
     @classmethod
@@ -267,25 +266,22 @@ def reported_beta(exp: Experiment) -> float:
     """β of the repair the tables report: ``repair.beta`` when fixed, else step 04's choice."""
     if exp.params.repair.beta is not None:
         return exp.params.repair.beta
-    path = exp.run_dir / "04_repair" / "repair.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no {path}: run step 04 first (it chooses repair.beta)")
-    return read_json(path)["beta"]
+    return read_json(REPAIR.require(exp.run_dir, "result"))["beta"]
 
 
 def run_repair(exp: Experiment) -> dict:
     """Step 04: choose β on validation data, then repair and evaluate on the test data.
 
     With ``repair.beta`` None, :func:`select_beta` picks β from validation data alone
-    (saved first, as ``beta_selection.json``); no test split is read before that. Per
+    (saved first, as the step's ``beta_selection``); no test split is read before that. Per
     aspect j, the model repaired with S_j is then evaluated on aspect j's test triples
     (Table 1); the model repaired with the common subset on every aspect (Table 2); both
     with HH test perplexity. A β sweep per aspect compares the change of F_j on the trust
     train triples (those the scores were computed for) with the prediction of eq. 6.
-    Repaired models are saved with ``save_pretrained`` under ``04_repair/model_<target>``.
+    Each repaired model is saved with ``save_pretrained`` as the step's ``model`` of its target.
     """
     p = exp.params
-    step = exp.step_dir("04_repair")
+    exp.step_dir(REPAIR)
 
     def compute() -> dict:
         targets = RepairTargets.of_run(exp)
@@ -294,8 +290,9 @@ def run_repair(exp: Experiment) -> dict:
         if p.repair.beta is None:
             validation = {a: at_most(t, p.repair.validation_triples, p.data.seed)
                           for a, t in exp.trust_validation().items()}
-            selection = exp.cached("04_repair", step / "beta_selection.json", lambda: select_beta(
-                targets, validation, exp.hh["validation"], p.repair, p.eval))
+            selection = exp.cached(REPAIR, exp.output(REPAIR, "beta_selection"),
+                                   lambda: select_beta(targets, validation, exp.hh["validation"],
+                                                       p.repair, p.eval))
         beta = p.repair.beta if selection is None else selection["beta"]
         tests = exp.trust_test()
         results: dict = {"beta": beta, "beta_selection": selection,
@@ -305,7 +302,7 @@ def run_repair(exp: Experiment) -> dict:
             evaluated = tests if target == COMMON else {target: tests[target]}
             results["targets"][target] = targets.evaluated(repaired, evaluated, exp.hh["test"],
                                                            p.eval)
-            save_pretrained(repaired, targets.tokenizer, step / f"model_{target}")
+            save_pretrained(repaired, targets.tokenizer, exp.output(REPAIR, "model", target=target))
             if target == COMMON:
                 continue
             # Eq. 6 predicts F_j on the triples the scores were computed on: the train split.
@@ -326,4 +323,4 @@ def run_repair(exp: Experiment) -> dict:
                     "predicted_change": -sweep_beta * float(harm[target][indices].mean())})
         return results
 
-    return exp.cached("04_repair", step / "repair.json", compute)
+    return exp.cached(REPAIR, exp.output(REPAIR, "result"), compute)

@@ -16,7 +16,18 @@ import seaborn as sns
 from matplotlib.patches import Patch
 
 from trustrepair.artifacts import atomic_path, read_json, write_text
-from trustrepair.params import ASPECTS, Params, display_path
+from trustrepair.aspects import ASPECTS, aspect_label
+from trustrepair.params import Params, display_path
+from trustrepair.steps import (
+    ABLATIONS,
+    ATTRIBUTION,
+    PAPER,
+    PLANTED,
+    REPAIR,
+    SELECTION,
+    SFT,
+    TIMING,
+)
 from trustrepair.uncertainty import (
     Bootstrap,
     bootstrap_of,
@@ -26,8 +37,6 @@ from trustrepair.uncertainty import (
     relative_change,
 )
 
-ASPECT_LABELS = {"truthfulness": "Truthfulness", "machine_ethics": "Machine ethics",
-                 "stereotypical_bias": "Stereotypical bias"}
 COLUMN_WIDTH_IN = 3.25
 """One column of a two-column paper."""
 INTERVAL_FORMATS = {"rel_change_logodds": "%+.1f", "rel_change_ppl": "%+.2f", "auroc": "%.3f"}
@@ -135,7 +144,7 @@ def plot_logodds_distributions(pre: dict, post: dict) -> plt.Figure:
     """Per-triple log-odds before and after SFT, one panel per aspect."""
     use_paper_style()
     frame = pd.DataFrame([
-        {"aspect": ASPECT_LABELS.get(a, a), "model": label, "log-odds": v}
+        {"aspect": aspect_label(a), "model": label, "log-odds": v}
         for label, result in (("Pre-SFT", pre), ("Post-SFT", post))
         for a in _aspects(result) for v in result["aspects"][a]["per_triple"]])
     aspects = list(dict.fromkeys(frame["aspect"]))
@@ -151,8 +160,8 @@ def plot_logodds_distributions(pre: dict, post: dict) -> plt.Figure:
 
 def build_sft_outputs(params: Params) -> list[Path]:
     """Table 1 (Pre/Post-SFT) and the log-odds distribution figure from step 01's results."""
-    step = params.run_dir() / "01_sft"
-    pre, post = read_json(step / "eval_pre.json"), read_json(step / "eval_post.json")
+    run = params.run_dir()
+    pre, post = (read_json(SFT.require(run, "eval_pre")), read_json(SFT.require(run, "eval_post")))
     norm = "length-normalised" if post.get("length_normalized", True) else "summed"
     caption = (f"{params.name}: trust log-odds F_j ({norm}, lower is better) on each aspect's "
                f"test split and token-weighted perplexity on the HH test split "
@@ -180,7 +189,7 @@ def plot_score_histograms(scores: dict) -> plt.Figure:
     for ax, aspect in zip(axes[0], aspects, strict=True):
         sns.histplot(scores[aspect].double().numpy(), bins=40, ax=ax)
         ax.axvline(0, color="0.3", lw=0.8, ls="--")
-        ax.set(title=ASPECT_LABELS[aspect], xlabel="detrimental score",
+        ax.set(title=aspect_label(aspect), xlabel="detrimental score",
                ylabel="SFT samples" if ax is axes[0][0] else "")
     return _finished(fig)
 
@@ -195,7 +204,7 @@ def topk_overlap(scores: dict, k: int) -> pd.DataFrame:
 
 def build_attribution_outputs(params: Params) -> list[Path]:
     """Score histograms and top-k overlap from step 02's saved scores."""
-    scores = _load_safetensors(params.run_dir() / "02_attribution" / "scores.safetensors")
+    scores = _load_safetensors(ATTRIBUTION.require(params.run_dir(), "scores"))
     k = min(params.selection.k, len(next(iter(scores.values()))))
     paths = write_table(topk_overlap(scores, k), params.tables_dir(), "topk_overlap",
                         caption=f"Jaccard overlap of the top-{k} detrimental SFT samples.")
@@ -231,14 +240,14 @@ def plot_selection_pca(features, scores, picks: dict[str, list[int]], title: str
 
 def build_selection_outputs(params: Params) -> list[Path]:
     """PCA picture of the DPP vs top-k picks for every target, from steps 02 and 03."""
-    step = params.run_dir()
-    subsets = read_json(step / "03_dpp" / "subsets.json")["subsets"]
-    scores = _load_safetensors(step / "02_attribution" / "scores.safetensors")
-    features = _load_safetensors(step / "02_attribution" / "features.safetensors")["features"]
+    run = params.run_dir()
+    subsets = read_json(SELECTION.require(run, "subsets"))["subsets"]
+    scores = _load_safetensors(ATTRIBUTION.require(run, "scores"))
+    features = _load_safetensors(ATTRIBUTION.require(run, "features"))["features"]
     paths = []
     for target, picks in subsets.items():
         indices = {name: pick["indices"] for name, pick in picks.items()}
-        label = ASPECT_LABELS.get(target, "All aspects (common)")
+        label = aspect_label(target) if target in ASPECTS else "All aspects (common)"
         fig = plot_selection_pca(features, scores[target], indices, label)
         paths += save_figure(fig, params.figures_dir(), f"selection_pca_{target}")
     return paths
@@ -255,7 +264,7 @@ def plot_roc(roc: dict) -> plt.Figure:
             fpr, tpr = curves[aspect]
             ax.plot(fpr, tpr, label=method, lw=1.2)
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
-        ax.set(title=ASPECT_LABELS[aspect], xlabel="false-positive rate",
+        ax.set(title=aspect_label(aspect), xlabel="false-positive rate",
                ylabel="true-positive rate" if ax is axes[0][0] else "")
     axes[0][-1].legend(loc="lower right", fontsize=6)
     return _finished(fig)
@@ -263,7 +272,7 @@ def plot_roc(roc: dict) -> plt.Figure:
 
 def planted_recovery(params: Params) -> dict:
     """Step 02b's saved recovery results, once they are known to carry AUROC intervals."""
-    path = params.run_dir() / "02b_planted" / "recovery.json"
+    path = PLANTED.require(params.run_dir(), "recovery")
     result = read_json(path)
     if any("auroc_ci_low" not in row for row in result["table"]):
         raise ValueError(f"{display_path(path)} has no AUROC intervals: it was saved before "
@@ -379,7 +388,7 @@ def plot_predicted_vs_actual(sweep: pd.DataFrame) -> plt.Figure:
     """Measured vs eq. 6-predicted change of F_j across β, one colour per aspect."""
     use_paper_style()
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
-    frame = sweep.assign(aspect=sweep["aspect"].map(ASPECT_LABELS))
+    frame = sweep.assign(aspect=sweep["aspect"].map(aspect_label))
     sns.scatterplot(data=frame, x="predicted_change", y="measured_change", hue="aspect",
                     size="beta", ax=ax)
     low = min(frame.predicted_change.min(), frame.measured_change.min())
@@ -394,8 +403,8 @@ def plot_predicted_vs_actual(sweep: pd.DataFrame) -> plt.Figure:
 def build_repair_outputs(params: Params) -> list[Path]:
     """Tables 1 and 2 and the predicted-vs-actual figure from steps 01 and 04."""
     run = params.run_dir()
-    post_path, repair_path = run / "01_sft" / "eval_post.json", run / "04_repair" / "repair.json"
-    pre, post = read_json(run / "01_sft" / "eval_pre.json"), read_json(post_path)
+    post_path, repair_path = SFT.require(run, "eval_post"), REPAIR.require(run, "result")
+    pre, post = read_json(SFT.require(run, "eval_pre")), read_json(post_path)
     with_per_item_values(post, post_path)
     result = read_json(repair_path)
     targets = {target: with_per_item_values(evaluated, repair_path)
@@ -448,7 +457,7 @@ def beta_selection_table(selection: dict) -> pd.DataFrame:
 
 def build_beta_selection_outputs(params: Params) -> list[Path]:
     """``beta_selection`` table from step 04's saved curve (none when β is fixed)."""
-    result = read_json(params.run_dir() / "04_repair" / "repair.json")
+    result = read_json(REPAIR.require(params.run_dir(), "result"))
     selection = result.get("beta_selection")
     if selection is None:
         return []
@@ -469,16 +478,13 @@ def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
     def span(values: pd.Series) -> str:
         return f"{values.min():+.1f} .. {values.max():+.1f}"
 
-    def label(aspect: str) -> str:
-        return ASPECT_LABELS.get(aspect, aspect)
-
     lines = [f"# Paper vs ours ({model_label})", "", scale_note, "",
              "Relative changes in %, 100 · (Post − Ours) / |Post|: positive = lower = better. "
              "`paper` columns are the paper's (min .. max over its six models, or its named "
              "row), the rest ours.",
              "", "## Table 1 (one subset per aspect)", ""]
     pythia = TABLE1[TABLE1.model == "Pythia-1.4B"].set_index("aspect")
-    rows = [[label(r.aspect), span(TABLE1[TABLE1.aspect == r.aspect].rel_change_logodds),
+    rows = [[aspect_label(r.aspect), span(TABLE1[TABLE1.aspect == r.aspect].rel_change_logodds),
              span(TABLE1[TABLE1.aspect == r.aspect].rel_change_ppl),
              f"{pythia.post_sft_logodds[r.aspect]:.3f}", f"{pythia.ours_logodds[r.aspect]:.3f}",
              f"{r.post_sft_logodds:.3f}", f"{r.ours_logodds:.3f}", f"{r.rel_change_logodds:+.2f}",
@@ -490,7 +496,7 @@ def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
     if ours_table2 is not None:
         paper = TABLE2.pivot(index="aspect", columns="model", values="rel_change_logodds")
         models = list(dict.fromkeys(TABLE2.model))
-        rows = [[label(a), *(f"{paper.loc[a, m]:+.2f}" for m in models), f"{v:+.2f}"]
+        rows = [[aspect_label(a), *(f"{paper.loc[a, m]:+.2f}" for m in models), f"{v:+.2f}"]
                 for a, v in zip(ours_table2.aspect, ours_table2.rel_change_logodds, strict=True)]
         ppl = TABLE2.groupby("model", sort=False).rel_change_ppl.first()
         # one common subset, so one repaired model and one perplexity
@@ -502,7 +508,7 @@ def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
         rows = []
         for r in ours_table4.itertuples(index=False):
             paper = TABLE4[(TABLE4.aspect == r.aspect) & (TABLE4.method == r.method)]
-            rows.append([label(r.aspect), r.method, span(paper.rel_change_logodds),
+            rows.append([aspect_label(r.aspect), r.method, span(paper.rel_change_logodds),
                          span(paper.rel_change_ppl), f"{r.rel_change_logodds:+.2f}",
                          f"{r.rel_change_ppl:+.2f}"])
         lines += ["", "## Table 4 (random subset vs ours)", "",
@@ -538,7 +544,7 @@ def plot_figure2(grid: pd.DataFrame, post: dict) -> plt.Figure:
                                     alpha=0.2, lw=0)
         for row, reference in ((0, post["logodds"][aspect]), (1, post["ppl"])):
             axes[row][col].axhline(reference, color="0.4", lw=0.8, ls="--", label="Post-SFT")
-        axes[0][col].set(title=ASPECT_LABELS[aspect], ylabel="log-odds $F_j$" if col == 0 else "")
+        axes[0][col].set(title=aspect_label(aspect), ylabel="log-odds $F_j$" if col == 0 else "")
         betas = sorted(set(rows["beta"]))
         axes[1][col].set(xlabel="β", xscale="log", ylabel="HH perplexity" if col == 0 else "")
         axes[1][col].set_xticks(betas, [f"{b:g}" for b in betas], rotation=45)
@@ -553,8 +559,8 @@ def plot_figure2(grid: pd.DataFrame, post: dict) -> plt.Figure:
 def _ablation_results(params: Params) -> tuple[dict, dict[str, dict]]:
     """Step 05's ``ablations.json`` and every evaluation it names, by name, each checked
     for the per-item values the confidence intervals are computed from."""
-    step = params.run_dir() / "05_ablations"
-    path = step / "ablations.json"
+    path = ABLATIONS.require(params.run_dir(), "result")
+    step = ABLATIONS.folder(params.run_dir())
     result = read_json(path)
     if "eval" not in result["post_sft"]:
         raise ValueError(f"{display_path(path)} does not name the evaluation behind each row, "
@@ -735,7 +741,7 @@ def plot_tradeoff(points: pd.DataFrame) -> plt.Figure:
                        facecolors="none", edgecolors=drawn.get_color(), lw=1.2)
         ax.axhline(0, color="0.6", lw=0.6, ls=":")
         ax.axvline(0, color="0.6", lw=0.6, ls=":")
-        ax.set(title=ASPECT_LABELS[aspect], xlabel="trust gain: change of $F_j$ (%)",
+        ax.set(title=aspect_label(aspect), xlabel="trust gain: change of $F_j$ (%)",
                ylabel="perplexity increase (%)" if ax is axes[0][0] else "")
     axes[0][-1].legend(fontsize=6, title="ringed: reported", title_fontsize=6)
     return _finished(fig)
@@ -766,7 +772,7 @@ def plot_figure3(rows: pd.DataFrame) -> plt.Figure:
 
 def build_timing_outputs(params: Params) -> list[Path]:
     """timing.csv and Figure 3 from step 06."""
-    result = read_json(params.run_dir() / "06_timing" / "timing.json")
+    result = read_json(TIMING.require(params.run_dir(), "result"))
     rows = pd.DataFrame(result["rows"])
     capped = rows[(rows["what"] == "repair") & (rows["requested_size"] > rows["subset_size"])]
     note = (f" Requested |S| of {', '.join(str(int(n)) for n in capped['requested_size'])} "
@@ -793,7 +799,7 @@ def build_paper_comparison(params: Params) -> list[Path]:
     if table1 is None:
         raise FileNotFoundError(2, "missing", str(tables / "table1.csv"))
     data = params.data
-    beta = read_json(params.run_dir() / "04_repair" / "repair.json")["beta"]
+    beta = read_json(REPAIR.require(params.run_dir(), "result"))["beta"]
     note = (f"Ours: {params.model.source or 'a tiny random-init model'}, SFT on "
             f"{data.hh.max_train or 'all'} HH dialogues, k = {params.selection.k}, "
             f"β = {beta:g}. Paper: Pythia 1.4B-6.9B and Qwen2.5 1.5B-7B, SFT on "
@@ -836,14 +842,15 @@ def build_seed_tables(params: Params, runs: list[Params]) -> list[Path]:
 
 def build_all(params: Params) -> list[Path]:
     """Rebuild every table and figure whose step has saved results."""
-    builders = {"01_sft": build_sft_outputs, "02_attribution": build_attribution_outputs,
-                "02b_planted": build_planted_outputs, "03_dpp": build_selection_outputs,
-                "04_repair": build_repair_outputs, "05_ablations": build_ablation_outputs,
-                "06_timing": build_timing_outputs, "07_paper": build_paper_comparison}
+    builders = {SFT: build_sft_outputs, ATTRIBUTION: build_attribution_outputs,
+                PLANTED: build_planted_outputs, SELECTION: build_selection_outputs,
+                REPAIR: build_repair_outputs, ABLATIONS: build_ablation_outputs,
+                TIMING: build_timing_outputs, PAPER: build_paper_comparison}
     paths: list[Path] = []
     for step, builder in builders.items():
         try:
             paths += builder(params)
         except FileNotFoundError as missing:
-            print(f"skipping {step}: no saved results yet ({display_path(missing.filename)})")
+            print(f"skipping {step.name}: no saved results yet "
+                  f"({display_path(missing.filename)})")
     return paths

@@ -31,10 +31,17 @@ from trustrepair.artifacts import (
     write_json,
     write_text,
 )
-from trustrepair.experiment import RECOMPUTE_ENV
 from trustrepair.params import Params, display_path, project_root
-from trustrepair.pipeline import ALL_SECTIONS, STEP_SECTIONS, enabled, fingerprint
 from trustrepair.publish import publish, tidy_executed
+from trustrepair.steps import (
+    MANIFEST,
+    PARAMS_COPY,
+    RECOMPUTE_ENV,
+    enabled,
+    find,
+    fingerprint,
+    reads,
+)
 
 PACKAGES = ("torch", "transformers", "kronfluence", "datasets", "accelerate", "papermill",
             "numpy", "matplotlib", "seaborn", "pydantic")
@@ -55,7 +62,7 @@ def notebooks(directory: Path) -> list[Path]:
 def step_key(params: Params, notebook: Path, upstream_key: str) -> str:
     """Hash of what a step reads: its params sections, the notebook, the upstream key."""
     digest = hashlib.sha256()
-    digest.update(fingerprint(params, STEP_SECTIONS.get(notebook.stem, ALL_SECTIONS)).encode())
+    digest.update(fingerprint(params, reads(notebook.stem)).encode())
     digest.update(notebook.read_bytes())
     digest.update(upstream_key.encode())
     return digest.hexdigest()
@@ -72,7 +79,7 @@ def step_keys(params: Params, notebook_dir: Path) -> dict[Path, str]:
 def status(params: Params, notebook_dir: Path) -> dict[str, str]:
     """Per step: ``up to date``, ``disabled``, or why ``run`` would run it again (and a note
     when it was computed with other library code than this checkout's). Changes nothing."""
-    manifest_path = params.run_dir() / "manifest.json"
+    manifest_path = params.run_dir() / MANIFEST
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
     keys = step_keys(params, notebook_dir)
     out = {}
@@ -125,9 +132,9 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
     a config share its SFT model this way). Only one run at a time may use a run folder.
     """
     run_dir = params.run_dir()
-    if reuse is not None and not (Path(reuse) / "manifest.json").exists():
+    if reuse is not None and not (Path(reuse) / MANIFEST).exists():
         raise FileNotFoundError(f"--reuse {reuse}: no run folder there (it has no "
-                                f"manifest.json); name a folder under {params.paths.runs}")
+                                f"{MANIFEST}); name a folder under {params.paths.runs}")
     try:
         with locked(run_dir / "run.lock", holder="trustrepair run", wait=False):
             return _run_locked(params, notebook_dir, only=only, force=force,
@@ -149,7 +156,7 @@ def run_seeds(params: Params, notebook_dir: Path, seeds: list[int], **options) -
     done: list[Params] = []
     for seed in seeds:
         seeded = params.seeded(seed)
-        source = (params.run_dir() if (params.run_dir() / "manifest.json").exists()
+        source = (params.run_dir() if (params.run_dir() / MANIFEST).exists()
                   else done[0].run_dir() if done else None)
         print(f"== seed {seed}: {display_path(seeded.run_dir())}", flush=True)
         run(seeded, notebook_dir, reuse=source, **options)
@@ -161,11 +168,11 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
                 overwrite: bool, params_source: Path | None, reuse: Path | None,
                 kernel: str) -> dict:
     run_dir = params.run_dir()
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = run_dir / MANIFEST
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
     source = str(display_path(params_source)) if params_source else None
     _check_same_config(manifest, params, source, overwrite)
-    params_file = write_text(run_dir / "params.yaml", params.to_yaml())
+    params_file = write_text(run_dir / PARAMS_COPY, params.to_yaml())
     manifest.update(params=params.model_dump(mode="json"), params_file=source,
                     environment=environment_record())
     selected = _select(notebooks(notebook_dir), only)
@@ -209,9 +216,10 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
             write_json(manifest_path, manifest)
             raise _step_error(step, err, executed) from None
         seconds = time.perf_counter() - start
+        outputs = describe_outputs(run_dir / step)
         manifest["steps"][step] = {
             "key": key, "inputs": inputs, "status": "done", "seconds": round(seconds, 1),
-            "lib": lib_digest(), "outputs": describe_outputs(run_dir / step)}
+            "lib": lib_digest(), "outputs": outputs, "artifacts": _named_outputs(step, outputs)}
         write_json(manifest_path, manifest)
         print(f"[{step}] done in {seconds:.0f} s", flush=True)
     if all(manifest["steps"].get(nb.stem, {}).get("status") == "done"
@@ -221,12 +229,23 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
     return manifest
 
 
+def _named_outputs(step: str, outputs: dict[str, dict]) -> dict[str, list[str]]:
+    """Each output the step declares (:mod:`trustrepair.steps`) -> the files of it that
+    it wrote; files it does not declare fall under ``undeclared``."""
+    declared = find(step)
+    named: dict[str, list[str]] = {}
+    for path in outputs:
+        artifact = declared.artifact_of(path) if declared else None
+        named.setdefault(artifact or "undeclared", []).append(path)
+    return named
+
+
 def _reuse_step(source: Path, notebook: Path, key: str, inputs: str,
                 run_dir: Path) -> dict | None:
     """Copy ``notebook``'s step from the run folder ``source`` when it finished there with
     this key and these upstream results and its outputs are intact; return its record."""
     step = notebook.stem
-    record = read_json(source / "manifest.json")["steps"].get(step, {})
+    record = read_json(source / MANIFEST)["steps"].get(step, {})
     if _why_rerun(record, key, inputs, source / step)[0] is not None:
         return None
     with atomic_dir(run_dir / step) as tmp:

@@ -2,8 +2,8 @@
 
 Reads the detrimental scores and hidden-state features of step 02 and runs every selector
 of :mod:`trustrepair.dpp` (DPP, plain top-k, random) so that later steps compare them by
-name. Writes ``runs/<config>/03_dpp/subsets.json``: target -> selector -> SFT sample
-indices (in selection order) and ids.
+name. Writes the step's ``subsets``: target -> selector -> SFT sample indices (in
+selection order) and ids.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from trustrepair import dpp
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import load_features, load_scores
 from trustrepair.experiment import Experiment
+from trustrepair.steps import SELECTION
 
 SELECTORS = ("dpp", "topk", "random")
 
@@ -21,7 +22,7 @@ SELECTORS = ("dpp", "topk", "random")
 def run_selection(exp: Experiment) -> dict:
     """Subsets of size ``selection.k`` per target (each aspect and ``common``)."""
     p = exp.params.selection
-    path = exp.step_dir("03_dpp") / "subsets.json"
+    exp.step_dir(SELECTION)
 
     def compute() -> dict:
         scores, features = load_scores(exp), load_features(exp)
@@ -35,15 +36,12 @@ def run_selection(exp: Experiment) -> dict:
                 subsets[target][name] = {"indices": picked, "ids": [ids[i] for i in picked]}
         return {"k": p.k, "eta": p.eta, "subsets": subsets}
 
-    return exp.cached("03_dpp", path, compute)
+    return exp.cached(SELECTION, exp.output(SELECTION, "subsets"), compute)
 
 
 def load_subsets(exp: Experiment) -> dict:
     """target -> selector -> picks, as step 03 saved them."""
-    path = exp.run_dir / "03_dpp" / "subsets.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no {path}: run step 03 first")
-    return read_json(path)["subsets"]
+    return read_json(SELECTION.require(exp.run_dir, "subsets"))["subsets"]
 
 
 def summarize(exp: Experiment, subsets: dict) -> pd.DataFrame:

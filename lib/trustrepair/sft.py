@@ -29,8 +29,9 @@ from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import collate, encode
-from trustrepair.models import save_pretrained, train_only_last_blocks
+from trustrepair.models import is_saved_model, save_pretrained, train_only_last_blocks
 from trustrepair.params import SFTParams
+from trustrepair.steps import SFT, TRAINED, Step
 
 
 def tokenize_dialogues(dialogues: Dataset, tokenizer: PreTrainedTokenizerBase,
@@ -157,7 +158,8 @@ class _ResumableTrainer(Trainer):
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Dataset,
              params: SFTParams, out_dir: Path, *, checkpoint_dir: Path, seed: int = 0,
              resume: bool = True) -> dict:
-    """Fine-tune ``model`` in place on ``train`` and save it to ``out_dir/model``.
+    """Fine-tune ``model`` in place on ``train`` and save it into ``out_dir`` (as
+    :data:`~trustrepair.steps.TRAINED` lays it out).
 
     Resumes from the last checkpoint in ``checkpoint_dir`` if one exists (give each
     setting its own folder). Returns the training metrics; ``train_loss`` is the mean loss
@@ -184,7 +186,7 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
                "loss_curve": [{"step": h["step"], "loss": h["loss"]}
                               for h in trainer.state.log_history if "loss" in h]}
     if trainer.is_world_process_zero():
-        save_pretrained(model, tokenizer, out_dir / "model")
+        save_pretrained(model, tokenizer, out_dir / TRAINED["model"])
     trainer.accelerator.wait_for_everyone()  # no process reads the model before it is whole
     return metrics
 
@@ -195,17 +197,18 @@ def run_sft(exp: Experiment) -> tuple[Path, dict]:
     Returns the folder of the post-SFT model (``runs/<config>/01_sft/model``) and the
     training metrics.
     """
-    return sft_into(exp, exp.hh["train"], "01_sft", exp.step_dir("01_sft"))
+    return sft_into(exp, exp.hh["train"], SFT, exp.step_dir(SFT))
 
 
-def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple[Path, dict]:
-    """Fine-tune the base model on ``train`` into ``out_dir/model`` with the params' SFT
-    settings, unless that model is already saved; resumes from checkpoints.
+def sft_into(exp: Experiment, train: Dataset, step: Step, out_dir: Path) -> tuple[Path, dict]:
+    """Fine-tune the base model on ``train`` into ``out_dir`` with the params' SFT settings,
+    unless that model is already saved; resumes from checkpoints, keyed on ``step``'s
+    settings and those before it.
 
     Step 01 trains on the whole SFT set; step 05 retrains without the repair subset.
     """
-    metrics_path, model_dir = out_dir / "sft_metrics.json", out_dir / "model"
-    if not (model_dir / "config.json").exists() and metrics_path.exists():
+    metrics_path, model_dir = out_dir / TRAINED["metrics"], out_dir / TRAINED["model"]
+    if not is_saved_model(model_dir) and metrics_path.exists():
         metrics_path.unlink()
 
     def train_model() -> dict:
@@ -213,7 +216,7 @@ def sft_into(exp: Experiment, train: Dataset, step: str, out_dir: Path) -> tuple
             exp.checked_plan("sft", probe=False)
         model, tokenizer = exp.load_model()
         return finetune(model, tokenizer, train, exp.params.sft, out_dir,
-                        checkpoint_dir=out_dir / "checkpoints" / exp.fingerprint(step),
+                        checkpoint_dir=out_dir / TRAINED["checkpoints"] / exp.fingerprint(step),
                         seed=exp.params.sft.seed, resume=not exp.recompute)
 
     return model_dir, exp.cached(step, metrics_path, train_model)

@@ -19,8 +19,7 @@ from trustrepair.artifacts import read_json
 from trustrepair.attribution import post_sft_dir
 from trustrepair.experiment import Experiment
 from trustrepair.repair import Preconditioner, repair, reported_beta
-
-STEP = "06_timing"
+from trustrepair.steps import ABLATIONS, TIMING, TRAINED
 
 
 def time_repair(exp: Experiment, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -45,7 +44,8 @@ def run_timing(exp: Experiment) -> dict:
     p = exp.params
 
     def compute() -> dict:
-        retrain_path = exp.run_dir / "05_ablations" / "retrain" / "sft_metrics.json"
+        retrain_path = (ABLATIONS.output(exp.run_dir, "retrained", method="retrain")
+                        / TRAINED["metrics"])
         if not retrain_path.exists():
             raise FileNotFoundError(f"no retraining time at {retrain_path}: run step 05 with "
                                     f"ablations.retrain: true first")
@@ -69,4 +69,5 @@ def run_timing(exp: Experiment) -> dict:
         return {"rows": rows, "n_train": n_train, "repeats": p.timing.repeats,
                 "device": str(exp.device), "threads": torch.get_num_threads()}
 
-    return exp.cached(STEP, exp.step_dir(STEP) / "timing.json", compute)
+    exp.step_dir(TIMING)
+    return exp.cached(TIMING, exp.output(TIMING, "result"), compute)

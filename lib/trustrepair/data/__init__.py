@@ -1,12 +1,12 @@
 """Datasets of the paper: the SFT corpus (Anthropic HH) and the trust triples (m, p, o)."""
 
+from trustrepair.aspects import ASPECTS
 from trustrepair.data.fixtures import write_fixture_data
 from trustrepair.data.hh import load_hh, split_transcript
 from trustrepair.data.reading import DataError, DataWarning
 from trustrepair.data.sources import DataNotFoundError, at_most, load_hub, resolve_source
 from trustrepair.data.stereotypes import ANTI_STEREOTYPES
 from trustrepair.data.trust import (
-    ASPECTS,
     BIAS_SPLITS,
     ETHICS_PAIRINGS,
     load_machine_ethics,

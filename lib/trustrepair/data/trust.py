@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from datasets import Dataset, DatasetDict
 
+from trustrepair.aspects import aspect as registered_aspect
 from trustrepair.data.reading import DataError, Drops, read_csv, read_hub, remedy
 from trustrepair.data.sources import load_hub, resolve_source
 from trustrepair.data.stereotypes import anti_stereotypes, fill
-from trustrepair.params import ASPECTS
 
 TRUTHFULNESS_PROMPT = "{question}\n\nAnswer:"
 MACHINE_ETHICS_PROMPT = (
@@ -254,19 +255,52 @@ def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group"
     return _to_dataset(triples, drops)
 
 
+TrustLoader = Callable[..., Dataset]
+"""``(source, *, seed, bias_split, ethics_pairing) -> triples``: each takes the settings it
+uses by keyword and ignores the rest."""
+TRUST_LOADERS: dict[str, TrustLoader] = {}
+"""Aspect name (:mod:`trustrepair.aspects`) -> its loader."""
+
+
+def trust_loader(name: str) -> Callable[[TrustLoader], TrustLoader]:
+    """Register the decorated function as the loader of the aspect ``name``."""
+    registered_aspect(name)  # a loader for no registered aspect fails at import
+
+    def register(load: TrustLoader) -> TrustLoader:
+        TRUST_LOADERS[name] = load
+        return load
+    return register
+
+
+@trust_loader("truthfulness")
+def _truthfulness(source: Source, **_settings: object) -> Dataset:
+    return load_truthfulness(source)
+
+
+@trust_loader("machine_ethics")
+def _machine_ethics(source: Source, *, seed: int, ethics_pairing: EthicsPairing,
+                    **_settings: object) -> Dataset:
+    return load_machine_ethics(source, seed=seed, pairing=ethics_pairing)
+
+
+@trust_loader("stereotypical_bias")
+def _stereotypical_bias(source: Source, *, bias_split: BiasSplit,
+                        **_settings: object) -> Dataset:
+    return load_stereotypical_bias(source, split=bias_split)
+
+
 def load_trust(
     aspect: str, source: Source = None, *, seed: int = 0, bias_split: BiasSplit = "group",
     ethics_pairing: EthicsPairing = "minimal_pairs",
 ) -> Dataset:
     """Triples of one trust aspect. ``seed`` only changes the random machine-ethics pairing;
     ``bias_split`` and ``ethics_pairing`` are ``data.trust``'s settings of the same names."""
-    if aspect == "truthfulness":
-        return load_truthfulness(source)
-    if aspect == "machine_ethics":
-        return load_machine_ethics(source, seed=seed, pairing=ethics_pairing)
-    if aspect == "stereotypical_bias":
-        return load_stereotypical_bias(source, split=bias_split)
-    raise ValueError(f"unknown trust aspect {aspect!r}: choose one of {list(ASPECTS)}")
+    registered_aspect(aspect)
+    if aspect not in TRUST_LOADERS:
+        raise ValueError(f"trust aspect {aspect!r} has no loader: register one in "
+                         f"trustrepair.data.trust with @trust_loader({aspect!r})")
+    return TRUST_LOADERS[aspect](source, seed=seed, bias_split=bias_split,
+                                 ethics_pairing=ethics_pairing)
 
 
 def split_trust(ds: Dataset, *, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
