@@ -176,6 +176,7 @@ def test_the_random_row_is_the_mean_and_spread_of_the_draws() -> None:
     for method in ("ours", *shifts):
         ev = evals[f"evals/{method}.json"]
         rows.append({"aspect": "truthfulness", "method": method, "eval": f"evals/{method}.json",
+                     "logodds": ev["aspects"]["truthfulness"]["logodds"],
                      "rel_change_logodds": 100 * (post["aspects"]["truthfulness"]["logodds"] -
                                                   ev["aspects"]["truthfulness"]["logodds"]) /
                      abs(post["aspects"]["truthfulness"]["logodds"]),
@@ -189,8 +190,7 @@ def test_the_random_row_is_the_mean_and_spread_of_the_draws() -> None:
     random = table.loc["random"]
     intervals = mean_change_intervals(post, [evals[f"evals/{m}.json"] for m in shifts],
                                       "truthfulness", BOOTSTRAP)
-    for kind in ("logodds", "ppl"):
-        name = f"rel_change_{kind}"
+    for name in ("delta_logodds", "rel_change_logodds", "rel_change_ppl"):
         assert random[name] == pytest.approx(draws[name].mean())
         assert random[f"{name}_std"] == pytest.approx(np.std(draws[name], ddof=1))
         assert (random[f"{name}_ci_low"], random[f"{name}_ci_high"]) == (

@@ -73,7 +73,8 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     for target in subsets:
         assert (tmp_path / "figures" / name / f"selection_pca_{target}.png").exists()
     table1 = pd.read_csv(tmp_path / "tables" / name / "table1.csv")
-    changes = ["rel_change_logodds", "rel_change_logodds_ci_low", "rel_change_logodds_ci_high",
+    changes = ["delta_logodds", "delta_logodds_ci_low", "delta_logodds_ci_high",
+               "rel_change_logodds", "rel_change_logodds_ci_low", "rel_change_logodds_ci_high",
                "rel_change_ppl", "rel_change_ppl_ci_low", "rel_change_ppl_ci_high"]
     assert list(table1.columns) == [
         "aspect", "pre_sft_logodds", "post_sft_logodds", "ours_logodds", "pre_sft_ppl",
@@ -81,6 +82,8 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert list(table1.aspect) == list(ASPECTS)
     expected = 100 * (table1.post_sft_logodds - table1.ours_logodds) / table1.post_sft_logodds.abs()
     assert (table1.rel_change_logodds - expected).abs().max() < 1e-9
+    delta = table1.ours_logodds - table1.post_sft_logodds
+    assert (table1.delta_logodds - delta).abs().max() < 1e-12
     table2 = pd.read_csv(tmp_path / "tables" / name / "table2.csv")
     assert list(table2.columns) == list(table1.columns)
     assert table2.ours_ppl.nunique() == 1, "one common repaired model for every aspect"
@@ -89,7 +92,7 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     for stem in ("table1", "table2", "table4", "ablations"):
         shown = (tmp_path / "tables" / name / f"{stem}.md").read_text().splitlines()
         assert "_ci_" not in shown[0], "an interval shares its value's cell"
-        assert all(len(re.findall(interval, row)) == 2 for row in shown[2:]), stem
+        assert all(len(re.findall(interval, row)) == 3 for row in shown[2:]), stem
         assert "nan" not in "".join(shown), "a value that does not apply shows empty"
     assert (run_dir / "04_repair" / "model_common" / "config.json").exists()
     assert (tmp_path / "figures" / name / "predicted_vs_actual.png").exists()
@@ -101,15 +104,16 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     assert (run_dir / "01_sft" / "model" / "config.json").exists()
     tables, figures = tmp_path / "tables" / name, tmp_path / "figures" / name
     table4 = pd.read_csv(tables / "table4.csv")
-    assert list(table4.columns) == ["aspect", "method", "setting", *changes[:3],
-                                    "rel_change_logodds_std", *changes[3:], "rel_change_ppl_std"]
+    assert list(table4.columns) == [
+        "aspect", "method", "setting", *changes[:3], "delta_logodds_std", *changes[3:6],
+        "rel_change_logodds_std", *changes[6:], "rel_change_ppl_std"]
     ablation = pd.read_csv(tables / "ablations.csv")
     settings = ablation.groupby("method").setting.unique()
     assert list(settings["ours"]) == [f"β {chosen:g}"]
     assert list(settings["sga"]) == ["lr 0.001, steps 2"], "no grid: ablations.lr and .steps"
     for frame in (table1, table2, table4, ablation):
-        for kind in ("logodds", "ppl"):
-            low, high = frame[f"rel_change_{kind}_ci_low"], frame[f"rel_change_{kind}_ci_high"]
+        for change in ("delta_logodds", "rel_change_logodds", "rel_change_ppl"):
+            low, high = frame[f"{change}_ci_low"], frame[f"{change}_ci_high"]
             assert (low.notna() & (low <= high)).all()
     assert sorted(table4.method.unique()) == ["ours", "random"]
     assert list(ablation.columns) == list(table4.columns)
@@ -123,10 +127,10 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
     for aspect, rows in ablation.groupby("aspect"):
         drawn, random = rows[rows.method.isin(draws)], rows[rows.method == "random"].iloc[0]
         assert drawn.rel_change_logodds.nunique() == 3, f"{aspect}: three different draws"
-        for kind in ("logodds", "ppl"):
-            column = drawn[f"rel_change_{kind}"]
-            assert random[f"rel_change_{kind}"] == pytest.approx(column.mean())
-            assert random[f"rel_change_{kind}_std"] == pytest.approx(column.std())
+        for change in ("delta_logodds", "rel_change_logodds", "rel_change_ppl"):
+            column = drawn[change]
+            assert random[change] == pytest.approx(column.mean())
+            assert random[f"{change}_std"] == pytest.approx(column.std())
         assert rows[rows.method != "random"].rel_change_logodds_std.isna().all()
     saved = json.loads((run_dir / "05_ablations" / "ablations.json").read_text())
     assert set(saved["subsets"]["common"]) == set(draws), "a draw repairs every aspect"

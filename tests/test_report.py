@@ -55,24 +55,28 @@ def test_repair_table_takes_each_aspect_from_its_own_repair() -> None:
     table = repair_table(pre, post, repaired, BOOTSTRAP)
     assert list(table.columns) == [
         "aspect", "pre_sft_logodds", "post_sft_logodds", "ours_logodds", "pre_sft_ppl",
-        "post_sft_ppl", "ours_ppl", "rel_change_logodds", "rel_change_logodds_ci_low",
+        "post_sft_ppl", "ours_ppl", "delta_logodds", "delta_logodds_ci_low",
+        "delta_logodds_ci_high", "rel_change_logodds", "rel_change_logodds_ci_low",
         "rel_change_logodds_ci_high", "rel_change_ppl", "rel_change_ppl_ci_low",
         "rel_change_ppl_ci_high"]
     assert list(table.aspect) == ["truthfulness", "machine_ethics"]
     assert table.ours_ppl.tolist() == [repaired["truthfulness"]["ppl"],
                                        repaired["machine_ethics"]["ppl"]]
     assert table.rel_change_logodds.tolist() == pytest.approx([10.0, 50.0])
+    assert table.delta_logodds.tolist() == pytest.approx([-0.05, -0.1]), "F_ours - F_post"
     # Each row's intervals are the bootstrap's on that row's pair of evaluations.
-    _, logodds = logodds_change([0.4, 0.6, 0.5], [0.35, 0.55, 0.45], BOOTSTRAP)
+    delta, logodds = logodds_change([0.4, 0.6, 0.5], [0.35, 0.55, 0.45], BOOTSTRAP)
     ppl = perplexity_change(post["ppl_nll"], TOKENS, repaired["truthfulness"]["ppl_nll"],
                             TOKENS, BOOTSTRAP)
     first = table.iloc[0]
     assert (first.rel_change_logodds_ci_low, first.rel_change_logodds_ci_high) == (
         logodds.low, logodds.high)
     assert (first.rel_change_ppl_ci_low, first.rel_change_ppl_ci_high) == (ppl.low, ppl.high)
-    for kind in ("logodds", "ppl"):
-        assert (table[f"rel_change_{kind}_ci_low"] <= table[f"rel_change_{kind}"]).all()
-        assert (table[f"rel_change_{kind}"] <= table[f"rel_change_{kind}_ci_high"]).all()
+    assert (first.delta_logodds_ci_low, first.delta_logodds_ci_high) == (delta.low, delta.high)
+    assert first.delta_logodds_ci_low == pytest.approx(-0.05), "a constant shift: no spread"
+    for name in ("delta_logodds", "rel_change_logodds", "rel_change_ppl"):
+        assert (table[f"{name}_ci_low"] <= table[name] + 1e-12).all()
+        assert (table[name] <= table[f"{name}_ci_high"] + 1e-12).all()
 
 
 def test_repair_table_refuses_evaluations_of_other_items() -> None:
@@ -255,12 +259,14 @@ def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
     runs = [params.seeded(s) for s in (0, 1, 2)]
     for run, shift in zip(runs, (0.0, 1.0, 2.0), strict=True):
         pd.DataFrame({"aspect": ["truthfulness", "truthfulness"], "method": ["ours", "random"],
+                      "delta_logodds": [-0.1 - shift, 0.0],
                       "rel_change_logodds": [10.0 + shift, shift],
                       "rel_change_ppl": [-1.0, -0.5 * shift]}).to_csv(
             _mkdir(run.tables_dir()) / "table4.csv", index=False)
     table = seed_summary(runs, "table4").set_index("method")
     assert table.loc["ours", "rel_change_logodds_mean"] == pytest.approx(11.0)
     assert table.loc["ours", "rel_change_logodds_std"] == pytest.approx(1.0)
+    assert table.loc["ours", "delta_logodds_mean"] == pytest.approx(-1.1)
     assert table.loc["random", "rel_change_ppl_mean"] == pytest.approx(-0.5)
     assert table.loc["ours", "rel_change_ppl_std"] == 0 and (table.seeds == 3).all()
     paths = build_seed_tables(params, runs)

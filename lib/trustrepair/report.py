@@ -39,7 +39,13 @@ from trustrepair.uncertainty import (
 
 COLUMN_WIDTH_IN = 3.25
 """One column of a two-column paper."""
-INTERVAL_FORMATS = {"rel_change_logodds": "%+.1f", "rel_change_ppl": "%+.2f", "auroc": "%.3f"}
+CHANGES = ("delta_logodds", "rel_change_logodds", "rel_change_ppl")
+"""The changes against Post-SFT that Tables 1, 2, 4 and the ablations report, each with its
+interval: ΔF_j = F_ours − F_post (negative = better; well-conditioned when F_post is near
+0), the paper's relative change of F_j, 100 (F_post − F_ours) / |F_post| (positive =
+better), and that of HH perplexity."""
+INTERVAL_FORMATS = {"delta_logodds": "%+.4f", "rel_change_logodds": "%+.1f",
+                    "rel_change_ppl": "%+.2f", "auroc": "%.3f"}
 """How a value shows with its interval in Markdown and LaTeX, by the end of its column's
 name; perplexity changes are about a tenth of the log-odds changes, so they keep one more
 decimal, and an AUROC is a level in [0, 1], not a change."""
@@ -347,9 +353,9 @@ def change_intervals(post: dict, ours: dict, aspect: str, bootstrap: Bootstrap) 
 
 
 def _rel_changes(values: dict, intervals: dict) -> dict:
-    """Each relative change of ``values`` (the paper's columns) followed by its interval."""
+    """Each change of ``values`` (:data:`CHANGES`) followed by its interval."""
     columns = {}
-    for name in ("rel_change_logodds", "rel_change_ppl"):
+    for name in CHANGES:
         columns[name] = values[name]
         for end in ("low", "high"):
             columns[f"{name}_ci_{end}"] = intervals[f"{name}_ci_{end}"]
@@ -365,8 +371,9 @@ def repair_table(pre: dict, post: dict, repaired: dict[str, dict],
         if aspect not in repaired:
             continue
         ours = repaired[aspect]
-        changes = {"rel_change_logodds": relative_change(post["aspects"][aspect]["logodds"],
-                                                         ours["aspects"][aspect]["logodds"]),
+        before, after = post["aspects"][aspect]["logodds"], ours["aspects"][aspect]["logodds"]
+        changes = {"delta_logodds": after - before,
+                   "rel_change_logodds": relative_change(before, after),
                    "rel_change_ppl": relative_change(post["ppl"], ours["ppl"])}
         rows.append({
             "aspect": aspect, "pre_sft_logodds": pre["aspects"][aspect]["logodds"],
@@ -378,9 +385,11 @@ def repair_table(pre: dict, post: dict, repaired: dict[str, dict],
 
 
 def _interval_note(params: Params) -> str:
-    """Caption sentence saying what the bracketed intervals are."""
+    """Caption sentences saying what the changes and the bracketed intervals are."""
     b = bootstrap_of(params)
-    return (f" Brackets: {100 * b.confidence:g} % paired bootstrap interval ({b.resamples} "
+    return (" delta_logodds = F_ours - F_post (negative = better); rel_change_* = "
+            "100 (Post - Ours) / |Post| in % (positive = better)."
+            f" Brackets: {100 * b.confidence:g} % paired bootstrap interval ({b.resamples} "
             f"resamples of the test triples and HH test dialogues, the same for both models).")
 
 
@@ -595,7 +604,8 @@ def figure2_grid(params: Params) -> pd.DataFrame:
 def mean_change_intervals(post: dict, models: list[dict], aspect: str,
                           bootstrap: Bootstrap) -> dict:
     """Paired-bootstrap intervals of the mean over ``models`` (evaluations of the same items,
-    e.g. random draws) of the relative changes of F_j on ``aspect`` and of HH perplexity:
+    e.g. random draws) of ΔF_j on ``aspect`` and of the relative changes of F_j and of HH
+    perplexity:
     each resample draws the items once for Post-SFT and every model, with the resamples of
     :func:`change_intervals`, which it equals for one model."""
     triples = post["aspects"][aspect]
@@ -604,10 +614,12 @@ def mean_change_intervals(post: dict, models: list[dict], aspect: str,
         raise ValueError(f"the evaluations score different {aspect} triples or HH dialogues, "
                          f"so their changes cannot be paired: recompute the run")
     n, count = len(triples["per_triple"]), len(models)
-    logodds = paired_bootstrap(
-        np.tile(np.asarray(triples["per_triple"], dtype=np.float64)[:, None], count),
-        np.column_stack([m["aspects"][aspect]["per_triple"] for m in models]),
-        lambda p, o: relative_change(p / n, o / n).mean(axis=1), bootstrap)
+    post_items = np.tile(np.asarray(triples["per_triple"], dtype=np.float64)[:, None], count)
+    model_items = np.column_stack([m["aspects"][aspect]["per_triple"] for m in models])
+    delta = paired_bootstrap(post_items, model_items,
+                             lambda p, o: ((o - p) / n).mean(axis=1), bootstrap)
+    logodds = paired_bootstrap(post_items, model_items,
+                               lambda p, o: relative_change(p / n, o / n).mean(axis=1), bootstrap)
 
     def perplexities(sums: np.ndarray) -> np.ndarray:  # [resamples, (nll, tokens) per model]
         return np.exp(sums[:, 0::2] / sums[:, 1::2])
@@ -617,12 +629,9 @@ def mean_change_intervals(post: dict, models: list[dict], aspect: str,
         np.column_stack([c for m in models for c in (m["ppl_nll"], m["ppl_tokens"])]),
         lambda p, o: relative_change(perplexities(p), perplexities(o)).mean(axis=1), bootstrap)
     return {f"{name}_ci_{end}": getattr(interval, end)
-            for name, interval in (("rel_change_logodds", logodds), ("rel_change_ppl", ppl))
+            for name, interval in (("delta_logodds", delta), ("rel_change_logodds", logodds),
+                                   ("rel_change_ppl", ppl))
             for end in ("low", "high")}
-
-
-CHANGES = ("rel_change_logodds", "rel_change_ppl")
-"""The relative changes every ablation row reports."""
 
 
 def ablation_table(result: dict, evals: dict[str, dict], bootstrap: Bootstrap) -> pd.DataFrame:
@@ -635,17 +644,19 @@ def ablation_table(result: dict, evals: dict[str, dict], bootstrap: Bootstrap) -
     columns, empty in every other row).
     """
     post = evals[result["post_sft"]["eval"]]
+    saved = [{**row, "delta_logodds": row["logodds"] - post["aspects"][row["aspect"]]["logodds"]}
+             for row in result["rows"]]
     rows = {(row["aspect"], row["method"]): {
         "aspect": row["aspect"], "method": row["method"], "setting": row.get("setting", ""),
         **_rel_changes(row, change_intervals(post, evals[row["eval"]], row["aspect"],
-                                             bootstrap))} for row in result["rows"]}
-    aspects = list(dict.fromkeys(row["aspect"] for row in result["rows"]))
-    methods = list(dict.fromkeys(row["method"] for row in result["rows"]))
+                                             bootstrap))} for row in saved}
+    aspects = list(dict.fromkeys(row["aspect"] for row in saved))
+    methods = list(dict.fromkeys(row["method"] for row in saved))
     draws = [m for m in result.get("random_draws", []) if m in methods]
     if draws:
         methods.insert(methods.index(draws[0]), "random")
         for aspect in aspects:
-            drawn = [row for row in result["rows"]
+            drawn = [row for row in saved
                      if row["aspect"] == aspect and row["method"] in draws]
             changes = pd.DataFrame(drawn)[list(CHANGES)]
             rows[aspect, "random"] = {
@@ -815,12 +826,12 @@ SEED_TABLES = {"table1": ("aspect",), "table2": ("aspect",), "table4": ("aspect"
 
 
 def seed_summary(runs: list[Params], stem: str) -> pd.DataFrame:
-    """Mean and sample standard deviation over the seeds' ``stem`` tables of each relative
-    change, per row (aspect, and method where the table has one)."""
+    """Mean and sample standard deviation over the seeds' ``stem`` tables of each change of
+    :data:`CHANGES` they have, per row (aspect, and method where the table has one)."""
     keys = list(SEED_TABLES[stem])
     every = pd.concat([pd.read_csv(p.tables_dir() / f"{stem}.csv") for p in runs])
     grouped = every.groupby(keys, sort=False)
-    stats = grouped[list(CHANGES)].agg(["mean", "std"])
+    stats = grouped[[c for c in CHANGES if c in every]].agg(["mean", "std"])
     stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
     return stats.assign(seeds=grouped.size()).reset_index()
 
