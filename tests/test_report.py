@@ -168,6 +168,10 @@ def test_paper_vs_ours_sets_our_numbers_beside_the_papers() -> None:
     assert "## Table 1" in short
     assert "## Table 2" not in short and "## Table 4" not in short and "+3.52" not in short
     assert short.strip().splitlines()[-1].startswith("| Stereotypical bias |")
+    extra = pd.concat([table1, table1.iloc[:1].assign(aspect="honesty")], ignore_index=True)
+    unmeasured = paper_vs_ours(extra, extra, table4, model_label="tiny-llama", scale_note="")
+    assert "The paper does not measure honesty." in unmeasured
+    assert "| honesty |" not in unmeasured, "no paper numbers to set it beside"
 
 
 def test_figures_rebuild_byte_for_byte(tmp_path) -> None:

@@ -481,16 +481,23 @@ def build_beta_selection_outputs(params: Params) -> list[Path]:
 
 def paper_vs_ours(ours_table1: pd.DataFrame, ours_table2: pd.DataFrame | None,
                   ours_table4: pd.DataFrame | None, *, model_label: str, scale_note: str) -> str:
-    """Markdown setting our Tables 1, 2 and 4 beside the paper's, which used larger models."""
+    """Markdown setting our Tables 1, 2 and 4 beside the paper's, which used larger models;
+    aspects the paper does not measure are named and left out."""
     from trustrepair.reported import TABLE1, TABLE2, TABLE4
 
     def span(values: pd.Series) -> str:
         return f"{values.min():+.1f} .. {values.max():+.1f}"
 
+    unreported = [a for a in ours_table1.aspect if a not in set(TABLE1.aspect)]
+    ours_table1, ours_table2, ours_table4 = (
+        None if table is None else table[table.aspect.isin(TABLE1.aspect)]
+        for table in (ours_table1, ours_table2, ours_table4))
     lines = [f"# Paper vs ours ({model_label})", "", scale_note, "",
              "Relative changes in %, 100 · (Post − Ours) / |Post|: positive = lower = better. "
              "`paper` columns are the paper's (min .. max over its six models, or its named "
-             "row), the rest ours.",
+             "row), the rest ours."
+             + (f" The paper does not measure {', '.join(map(aspect_label, unreported))}."
+                if unreported else ""),
              "", "## Table 1 (one subset per aspect)", ""]
     pythia = TABLE1[TABLE1.model == "Pythia-1.4B"].set_index("aspect")
     rows = [[aspect_label(r.aspect), span(TABLE1[TABLE1.aspect == r.aspect].rel_change_logodds),
