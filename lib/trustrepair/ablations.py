@@ -273,7 +273,6 @@ def tradeoff(abl: Ablations, aspects: list[str], beta: float) -> tuple[list[dict
 
 def run_ablations(exp: Experiment) -> dict:
     """Evaluate every comparison; the rows the tables and figures read, saved as JSON."""
-    exp.step_dir(ABLATIONS)
     return exp.cached(ABLATIONS, exp.output(ABLATIONS, "result"), lambda: _compare(exp))
 
 

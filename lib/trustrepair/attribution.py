@@ -274,7 +274,6 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
     Writes the step's ``scores`` (aspect -> detrimental score per SFT train sample, in the
     order of ``exp.hh["train"]``), ``features`` and one ``ranked`` CSV per target.
     """
-    exp.step_dir(ATTRIBUTION)
     paths = {name: exp.output(ATTRIBUTION, name) for name in ("scores", "features", "summary")}
 
     def compute() -> dict:

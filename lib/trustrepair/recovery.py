@@ -87,7 +87,6 @@ def method_scores(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
     aspects = list(exp.trust)
     model, tokenizer = exp.load_model(post_sft_dir(exp))
     cosine = hidden_cosine_scores(exp, model, tokenizer)
-    exp.step_dir(PLANTED)
     dot = gradient_dot_scores(exp, model, tokenizer, exp.output(PLANTED, "kronfluence"))
     generator = torch.Generator().manual_seed(p.seed)
     ekfac = load_scores(exp)
@@ -110,5 +109,4 @@ def run_recovery(exp: Experiment) -> dict:
                   for m, per in scores.items()}
         return {"k": k, "table": table.to_dict(orient="records"), "roc": curves}
 
-    exp.step_dir(PLANTED)
     return exp.cached(PLANTED, exp.output(PLANTED, "recovery"), compute)

@@ -281,7 +281,6 @@ def run_repair(exp: Experiment) -> dict:
     Each repaired model is saved with ``save_pretrained`` as the step's ``model`` of its target.
     """
     p = exp.params
-    exp.step_dir(REPAIR)
 
     def compute() -> dict:
         targets = RepairTargets.of_run(exp)

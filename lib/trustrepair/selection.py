@@ -22,7 +22,6 @@ SELECTORS = ("dpp", "topk", "random")
 def run_selection(exp: Experiment) -> dict:
     """Subsets of size ``selection.k`` per target (each aspect and ``common``)."""
     p = exp.params.selection
-    exp.step_dir(SELECTION)
 
     def compute() -> dict:
         scores, features = load_scores(exp), load_features(exp)

@@ -69,5 +69,4 @@ def run_timing(exp: Experiment) -> dict:
         return {"rows": rows, "n_train": n_train, "repeats": p.timing.repeats,
                 "device": str(exp.device), "threads": torch.get_num_threads()}
 
-    exp.step_dir(TIMING)
     return exp.cached(TIMING, exp.output(TIMING, "result"), compute)
