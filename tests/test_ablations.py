@@ -88,8 +88,8 @@ def test_random_draws_differ_and_the_first_is_table_4s(run_dir: Path) -> None:
     assert list(draws) == ["random_seed0", "random_seed1", "random_seed2"]
     assert all(len(set(d)) == k and all(0 <= i < n for i in d) for d in draws.values())
     assert len({frozenset(d) for d in draws.values()}) == 3, "three different subsets"
-    for picks in load_subsets(exp).values():
-        assert picks["random"]["indices"] == draws["random_seed0"]
+    for picked in load_subsets(exp).of("random").values():
+        assert picked == draws["random_seed0"]
     assert list(random_draws(n, k, seed=5, draws=2)) == ["random_seed5", "random_seed6"]
 
 
@@ -108,13 +108,13 @@ def test_the_retrain_control_leaves_out_k_random_samples_other_than_s(run_dir: P
         abl.retrain(method)
     every = set(exp.hh["train"]["id"])
     k = exp.params.selection.k
-    common = load_subsets(exp)[COMMON]
+    common_ids = load_subsets(exp).ids[COMMON]
     left_out = {method: every - kept for method, (kept, _) in trained.items()}
     assert {method: step for method, (_, step) in trained.items()} == {
         "retrain": SELECTION, "retrain_random": SELECTION}, "keyed on steps 01-03, own folders"
-    assert left_out["retrain"] == set(common["dpp"]["ids"])
+    assert left_out["retrain"] == set(common_ids["dpp"])
     assert len(left_out["retrain_random"]) == k
-    assert left_out["retrain_random"] == set(common["random"]["ids"])
+    assert left_out["retrain_random"] == set(common_ids["random"])
     assert left_out["retrain_random"] != left_out["retrain"]
 
 

@@ -37,7 +37,8 @@ from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
-from trustrepair.repair import Preconditioner, pbrf_step, reported_beta, subset_gradient
+from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
+from trustrepair.results import reported_beta
 from trustrepair.selection import load_subsets
 from trustrepair.sft import sft_into
 from trustrepair.steps import ABLATIONS, SELECTION, TRAINED
@@ -84,8 +85,7 @@ class Ablations:
         self.dir = exp.step_dir(ABLATIONS)
         self.preconditioner = Preconditioner.of_run(exp)
         self.subsets: dict[str, dict[str, list[int]]] = {
-            target: {name: pick["indices"] for name, pick in picks.items()}
-            for target, picks in load_subsets(exp).items()}
+            target: dict(named) for target, named in load_subsets(exp).indices.items()}
         """target -> name -> SFT indices: step 03's selectors, and any subset added by name."""
         self.model, self.tokenizer = exp.load_model(post_sft_dir(exp))
         self.preconditioner.check_model(self.model)
@@ -279,7 +279,7 @@ def run_ablations(exp: Experiment) -> dict:
 def _compare(exp: Experiment) -> dict:
     p, a = exp.params, exp.params.ablations
     abl = Ablations(exp)
-    beta = reported_beta(exp)
+    beta = reported_beta(exp.params)
     aspects = list(abl.tests)
     ids = exp.hh["train"]["id"]
     # A random draw is one subset, so one repaired model, for every aspect.

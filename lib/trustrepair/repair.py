@@ -198,9 +198,8 @@ class RepairTargets:
         model, tokenizer = exp.load_model(post_sft_dir(exp))
         preconditioner.check_model(model)
         cache = exp.prefix_cache(model)
-        subsets = load_subsets(exp)
-        indices = {target: subsets[target][p.repair.selector]["indices"]
-                   for target in [*p.data.trust.aspects, COMMON]}
+        picked = load_subsets(exp).of(p.repair.selector)
+        indices = {target: picked[target] for target in [*p.data.trust.aspects, COMMON]}
         gradients = {target: subset_gradient(
             model, tokenizer, exp.hh["train"].select(picked), preconditioner.modules,
             max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size, cache=cache,
@@ -260,13 +259,6 @@ def select_beta(targets: RepairTargets, trust_validation: dict[str, Dataset],
                 a: r["logodds"] for a, r in post["aspects"].items()}},
             "n_triples": {a: len(t) for a, t in trust_validation.items()},
             "ppl_dialogues": len(hh_validation), "curve": curve}
-
-
-def reported_beta(exp: Experiment) -> float:
-    """β of the repair the tables report: ``repair.beta`` when fixed, else step 04's choice."""
-    if exp.params.repair.beta is not None:
-        return exp.params.repair.beta
-    return read_json(REPAIR.require(exp.run_dir, "result"))["beta"]
 
 
 def run_repair(exp: Experiment) -> dict:

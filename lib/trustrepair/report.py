@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 from trustrepair.artifacts import atomic_path, read_json, write_text
 from trustrepair.aspects import ASPECTS, aspect_label
 from trustrepair.params import Params, display_path
+from trustrepair.results import Subsets, reported_beta
 from trustrepair.steps import (
     ABLATIONS,
     ATTRIBUTION,
@@ -247,12 +248,11 @@ def plot_selection_pca(features, scores, picks: dict[str, list[int]], title: str
 def build_selection_outputs(params: Params) -> list[Path]:
     """PCA picture of the DPP vs top-k picks for every target, from steps 02 and 03."""
     run = params.run_dir()
-    subsets = read_json(SELECTION.require(run, "subsets"))["subsets"]
+    subsets = Subsets.load(run)
     scores = _load_safetensors(ATTRIBUTION.require(run, "scores"))
     features = _load_safetensors(ATTRIBUTION.require(run, "features"))["features"]
     paths = []
-    for target, picks in subsets.items():
-        indices = {name: pick["indices"] for name, pick in picks.items()}
+    for target, indices in subsets.indices.items():
         label = aspect_label(target) if target in ASPECTS else "All aspects (common)"
         fig = plot_selection_pca(features, scores[target], indices, label)
         paths += save_figure(fig, params.figures_dir(), f"selection_pca_{target}")
@@ -817,7 +817,7 @@ def build_paper_comparison(params: Params) -> list[Path]:
     if table1 is None:
         raise FileNotFoundError(2, "missing", str(tables / "table1.csv"))
     data = params.data
-    beta = read_json(REPAIR.require(params.run_dir(), "result"))["beta"]
+    beta = reported_beta(params)
     note = (f"Ours: {params.model.source or 'a tiny random-init model'}, SFT on "
             f"{data.hh.max_train or 'all'} HH dialogues, k = {params.selection.k}, "
             f"β = {beta:g}. Paper: Pythia 1.4B-6.9B and Qwen2.5 1.5B-7B, SFT on "

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from trustrepair import dpp
-from trustrepair.artifacts import read_json
 from trustrepair.attribution import load_features, load_scores
 from trustrepair.experiment import Experiment
+from trustrepair.results import Subsets
 from trustrepair.steps import SELECTION
 
 SELECTORS = ("dpp", "topk", "random")
@@ -38,9 +38,9 @@ def run_selection(exp: Experiment) -> dict:
     return exp.cached(SELECTION, exp.output(SELECTION, "subsets"), compute)
 
 
-def load_subsets(exp: Experiment) -> dict:
-    """target -> selector -> picks, as step 03 saved them."""
-    return read_json(SELECTION.require(exp.run_dir, "subsets"))["subsets"]
+def load_subsets(exp: Experiment) -> Subsets:
+    """This run's step 03 result."""
+    return Subsets.load(exp.run_dir)
 
 
 def summarize(exp: Experiment, subsets: dict) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trustrepair.artifacts import read_json
 from trustrepair.attribution import post_sft_dir
 from trustrepair.experiment import Experiment
-from trustrepair.repair import Preconditioner, repair, reported_beta
+from trustrepair.repair import Preconditioner, repair
+from trustrepair.results import reported_beta
 from trustrepair.steps import ABLATIONS, TIMING, TRAINED
 
 
@@ -29,7 +30,7 @@ def time_repair(exp: Experiment, model: PreTrainedModel, tokenizer: PreTrainedTo
     train = exp.hh["train"]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(p.seed))
     subset = train.select(order[:size].tolist())
-    beta, seconds = reported_beta(exp), []
+    beta, seconds = reported_beta(exp.params), []
     for _ in range(repeats):
         start = time.perf_counter()
         repair(model, tokenizer, preconditioner, subset, beta,
