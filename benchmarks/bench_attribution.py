@@ -33,8 +33,8 @@ def main() -> None:
 
     exp = Experiment.from_file(args.params)
     p = exp.params
-    train = exp.hh["train"].select(range(min(args.samples, len(exp.hh["train"]))))
-    queries = exp.trust[args.aspect]["train"]
+    train = exp.data.hh["train"].select(range(min(args.samples, len(exp.data.hh["train"]))))
+    queries = exp.data.trust[args.aspect]["train"]
     queries = queries.select(range(min(args.queries, len(queries))))
     attribution = p.attribution.model_copy(update={"factor_samples": len(train)})
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -44,7 +44,7 @@ def main() -> None:
     seconds, scores = {}, {}
     with tempfile.TemporaryDirectory() as out:
         for name in ("whole model", "prefix cache"):
-            model, tokenizer = exp.load_model(post_sft_dir(exp))  # kronfluence wraps in place
+            model, tokenizer = exp.models.load(post_sft_dir(exp))  # kronfluence wraps in place
             cache = (for_tracked_blocks(model, attribution.tracked_blocks)
                      if name == "prefix cache" else None)
             torch.manual_seed(p.seed)  # the true Fisher samples labels

@@ -37,7 +37,7 @@ def run_dir(tmp_path_factory) -> Path:
     """A smoke run through step 03, the base model standing in for the post-SFT one."""
     tmp = tmp_path_factory.mktemp("ablations")
     exp = Experiment(smoke_params(tmp))
-    save_pretrained(*exp.load_model(), exp.run_dir / "01_sft" / "model")
+    save_pretrained(*exp.models.load(), exp.run_dir / "01_sft" / "model")
     run_attribution(exp)
     run_selection(exp)
     return tmp
@@ -57,9 +57,9 @@ class _NoTestSplit(dict):
 
 
 def _without_test_splits(exp: Experiment) -> Experiment:
-    exp.trust = {a: _NoTestSplit({k: v for k, v in s.items() if k != "test"})
-                 for a, s in exp.trust.items()}
-    exp.hh = _NoTestSplit({k: v for k, v in exp.hh.items() if k != "test"})
+    exp.data.trust = {a: _NoTestSplit({k: v for k, v in s.items() if k != "test"})
+                 for a, s in exp.data.trust.items()}
+    exp.data.hh = _NoTestSplit({k: v for k, v in exp.data.hh.items() if k != "test"})
     return exp
 
 
@@ -67,12 +67,12 @@ def test_ranker_subsets_are_top_k_of_train_split_scores(run_dir: Path) -> None:
     exp = _without_test_splits(_experiment(run_dir))
     k = exp.params.selection.k
     picked = ranker_subsets(exp, ("hidden_cosine", "gradient_dot"), k)
-    model, tokenizer = exp.load_model(post_sft_dir(exp))
+    model, tokenizer = exp.models.load(post_sft_dir(exp))
     scores = {"hidden_cosine": recovery.hidden_cosine_scores(exp, model, tokenizer),
               "gradient_dot": recovery.gradient_dot_scores(
                   exp, model, tokenizer, run_dir / "runs" / "smoke" / "05_ablations" /
                   "kronfluence")}
-    assert set(picked) == set(exp.trust)
+    assert set(picked) == set(exp.data.trust)
     for aspect, by_ranker in picked.items():
         assert list(by_ranker) == ["hidden_cosine", "gradient_dot"]
         for ranker, indices in by_ranker.items():
@@ -83,7 +83,7 @@ def test_ranker_subsets_are_top_k_of_train_split_scores(run_dir: Path) -> None:
 
 def test_random_draws_differ_and_the_first_is_table_4s(run_dir: Path) -> None:
     exp = _experiment(run_dir)
-    n, k = len(exp.hh["train"]), exp.params.selection.k
+    n, k = len(exp.data.hh["train"]), exp.params.selection.k
     draws = random_draws(n, k, seed=exp.params.seed, draws=3)
     assert list(draws) == ["random_seed0", "random_seed1", "random_seed2"]
     assert all(len(set(d)) == k and all(0 <= i < n for i in d) for d in draws.values())
@@ -106,7 +106,7 @@ def test_the_retrain_control_leaves_out_k_random_samples_other_than_s(run_dir: P
     abl = Ablations(exp)
     for method in ("retrain", "retrain_random"):
         abl.retrain(method)
-    every = set(exp.hh["train"]["id"])
+    every = set(exp.data.hh["train"]["id"])
     k = exp.params.selection.k
     common_ids = load_subsets(exp).ids[COMMON]
     left_out = {method: every - kept for method, (kept, _) in trained.items()}
@@ -140,7 +140,7 @@ def test_step_05_repairs_each_new_subset_and_retrains_as_asked(
     monkeypatch.setattr(ablations, "read_json", lambda path: {"train_runtime": 1.0})
     exp = _experiment(run_dir, **{"ablations.methods": ["ga"], **overrides})
     result = ablations._compare(exp)
-    k, aspects = exp.params.selection.k, list(exp.trust)
+    k, aspects = exp.params.selection.k, list(exp.data.trust)
     methods = {"ours", "topk", "random_seed0", "random_seed1", "random_seed2", "hidden_cosine",
                "gradient_dot", "ga"} | retrained
     assert {(r["aspect"], r["method"]) for r in result["rows"]} == {
@@ -232,7 +232,7 @@ def test_the_baseline_grid_is_chosen_on_validation_data_only(run_dir: Path) -> N
                                   "ablations.validation_dialogues": 4})
     abl = Ablations(exp)
     abl.tests, abl.hh_test = _Poisoned(), None
-    aspects = list(exp.trust)
+    aspects = list(exp.data.trust)
     points, matched = ablations.tradeoff(abl, aspects, 0.01)
     assert all(p["eval"].startswith("evals/validation/") for p in points)
     betas = {*exp.params.ablations.betas, 0.01}
@@ -267,7 +267,7 @@ def test_step_05_reports_each_baseline_at_its_matched_point(run_dir: Path, monke
                                                                        "steps": [3]}}})
     result = ablations._compare(exp)
     rows = {(r["aspect"], r["method"]): r for r in result["rows"]}
-    for aspect in exp.trust:
+    for aspect in exp.data.trust:
         assert result["matched"][aspect] == {"ga": {"lr": 1e-3, "steps": 3}}
         assert rows[aspect, "ga"]["eval"] == f"evals/test/ga_{aspect}_lr0.001_steps3.json"
         assert rows[aspect, "ga"]["setting"] == "lr 0.001, steps 3"

@@ -74,9 +74,9 @@ def test_steps_02_to_04_choose_without_reading_test_data(tmp_path: Path) -> None
     step 04 reads test data only after saving its choice of β, for the final tables."""
     exp = Experiment(smoke_params(tmp_path))
     assert exp.params.repair.beta is None, "the smoke params choose β"
-    exp.check_data()
-    exp.hh["test"] = _Unreadable("HH test")
-    for aspect, splits in exp.trust.items():
+    exp.data.check_data()
+    exp.data.hh["test"] = _Unreadable("HH test")
+    for aspect, splits in exp.data.trust.items():
         splits["test"] = _Unreadable(f"{aspect} test")
 
     run_sft(exp)

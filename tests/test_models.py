@@ -99,10 +99,10 @@ def test_paper_config_runs_on_a_locally_saved_model(config: str, tmp_path: Path,
         "data.hh.source": str(fixture_data), "data.trust.source": str(fixture_data),
         "paths.cache": str(tmp_path / "cache"), "paths.runs": str(tmp_path / "runs")})
     exp = Experiment(params)
-    exp.check_data()
-    loaded, tok = exp.load_model()
+    exp.data.check_data()
+    loaded, tok = exp.models.load()
     assert loaded.config.model_type == model.config.model_type
-    odds = trust_logodds(loaded, tok, exp.trust["truthfulness"]["test"],
+    odds = trust_logodds(loaded, tok, exp.data.trust["truthfulness"]["test"],
                          max_length=params.eval.max_length)
     assert torch.isfinite(odds.per_triple).all()
 

@@ -40,7 +40,8 @@ def test_notebooks_are_committed_clean(notebook: Path) -> None:
     assert nb["cells"][0]["cell_type"] == "markdown", "open with what the notebook does"
     tagged = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1 and code[0] is tagged[0], "papermill parameters come first"
-    assert "params_file" in "".join(tagged[0]["source"])
+    declared = "".join(tagged[0]["source"])
+    assert "params_file" in declared and "recompute" in declared, "what the runner passes"
 
 
 @pytest.mark.slow

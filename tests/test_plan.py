@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from trustrepair import cli, models, plan, sft
 from trustrepair.experiment import Experiment
+from trustrepair.model_store import ModelStore
 from trustrepair.params import ModelParams, TinyModelParams, load_params
 from trustrepair.steps import ALL_SECTIONS, fingerprint
 
@@ -132,12 +133,12 @@ def test_only_the_named_steps_are_checked(offline):
 def test_a_step_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, monkeypatch):
     exp = Experiment(smoke_params(tmp_path))
     monkeypatch.setattr(plan, "memory_available", lambda device: (2**20, "a 1 MiB budget"))
-    monkeypatch.setattr(Experiment, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(ModelStore, "load", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(plan.PlanRefused, match="step sft needs .* than the 0.0 GiB available"):
         sft.run_sft(exp)
     with pytest.raises(plan.PlanRefused, match="step attribution needs"):
-        exp.checked_plan("attribution", probe=False)
-    shown = exp.checked_plan()  # nothing named, nothing refused
+        exp.models.checked_plan("attribution", probe=False)
+    shown = exp.models.checked_plan()  # nothing named, nothing refused
     assert "plan for smoke" in shown and "ORDER OF MAGNITUDE" in shown
 
 
@@ -147,10 +148,10 @@ def test_a_sharded_sft_is_left_to_its_launcher(tmp_path, monkeypatch):
     monkeypatch.setattr(plan, "memory_available", lambda device: (2**20, "a 1 MiB budget"))
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
 
-    def load_model(*args, **kwargs):
+    def load(*args, **kwargs):
         raise InterruptedError("reached the model")
 
-    monkeypatch.setattr(Experiment, "load_model", load_model)
+    monkeypatch.setattr(ModelStore, "load", load)
     with pytest.raises(InterruptedError):
         sft.run_sft(exp)
 
@@ -160,7 +161,7 @@ def test_a_notebooks_plan_leaves_the_random_state_alone(tmp_path):
     torch.manual_seed(0)
     want = torch.rand(3)
     torch.manual_seed(0)
-    exp.checked_plan()
+    exp.models.checked_plan()
     assert torch.equal(torch.rand(3), want)
 
 

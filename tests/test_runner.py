@@ -18,13 +18,13 @@ from trustrepair.artifacts import locked
 from .conftest import ROOT
 
 # Step 01 writes a value (kept unless its results are recomputed) and dies when asked to;
-# step 02 copies it. Both read only the params file that the runner passes.
+# step 02 copies it. Both read only the parameters that the runner passes.
 _WRITE = """\
 import os, pathlib, signal, time
 from trustrepair.params import load_params
 params = load_params(params_file)
 out = params.run_dir() / "01_write" / "value.txt"
-if not out.exists() or os.environ.get("TRUSTREPAIR_RECOMPUTE") == "1":
+if not out.exists() or recompute:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(str(time.time_ns()))
 if (params.run_dir() / "die").exists():
@@ -41,7 +41,7 @@ out.write_text((params.run_dir() / "01_write" / "value.txt").read_text())
 
 def _notebook(path: Path, code: str) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell('params_file = "params/smoke.yaml"',
+    nb.cells = [nbformat.v4.new_code_cell('params_file = "params/smoke.yaml"\nrecompute = False',
                                           metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(code)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -215,9 +215,10 @@ def test_a_complete_run_publishes_its_notebooks(tmp_path: Path, chain: Path) -> 
     assert sorted(p.name for p in reports.iterdir()) == [
         "01_write.html", "01_write.ipynb", "02_copy.html", "02_copy.ipynb"]
     published = nbformat.read(reports / "01_write.ipynb", as_version=4)
-    assert published.cells[0].source == 'params_file = "params/smoke.yaml"'
+    assert published.cells[0].source == 'params_file = "params/smoke.yaml"\nrecompute = False'
     injected = published.cells[1].source
-    assert injected.strip().endswith(f'params_file = "{tmp_path}/runs/smoke/params.yaml"')
+    assert f'params_file = "{tmp_path}/runs/smoke/params.yaml"' in injected
+    assert "recompute = False" in injected, "a step that resumes is told so"
 
 
 def test_a_variant_copies_the_steps_it_shares_with_another_run(tmp_path: Path,

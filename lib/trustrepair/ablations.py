@@ -65,15 +65,16 @@ def ranker_subsets(exp: Experiment, rankers: Sequence[str],
     the aspect's trust *train* triples, as EK-FAC's scores are: the test triples stay for
     the evaluation alone.
     """
-    model, tokenizer = exp.load_model(post_sft_dir(exp))
+    model, tokenizer = exp.models.load(post_sft_dir(exp))
     scores = {}
     if "hidden_cosine" in rankers:
         scores["hidden_cosine"] = recovery.hidden_cosine_scores(exp, model, tokenizer)
     if "gradient_dot" in rankers:  # last: kronfluence hooks into the model
         scores["gradient_dot"] = recovery.gradient_dot_scores(
             exp, model, tokenizer, exp.output(ABLATIONS, "kronfluence"),
-            cache=exp.prefix_cache(model, attribution=True))
-    return {aspect: {r: dpp.top_k(scores[r][aspect], k) for r in rankers} for aspect in exp.trust}
+            cache=exp.models.prefix_cache(model, attribution=True))
+    return {aspect: {r: dpp.top_k(scores[r][aspect], k) for r in rankers}
+            for aspect in exp.data.trust}
 
 
 class Ablations:
@@ -87,13 +88,13 @@ class Ablations:
         self.subsets: dict[str, dict[str, list[int]]] = {
             target: dict(named) for target, named in load_subsets(exp).indices.items()}
         """target -> name -> SFT indices: step 03's selectors, and any subset added by name."""
-        self.model, self.tokenizer = exp.load_model(post_sft_dir(exp))
+        self.model, self.tokenizer = exp.models.load(post_sft_dir(exp))
         self.preconditioner.check_model(self.model)
         # Every variant but the retrained one changes only the tracked blocks.
-        self.prefix = exp.prefix_cache(self.model)
+        self.prefix = exp.models.prefix_cache(self.model)
         self.tests = {a: at_most(t, p.ablations.eval_triples, p.data.seed)
-                      for a, t in exp.trust_test().items()}
-        self.hh_test = at_most(exp.hh["test"], p.ablations.ppl_dialogues, p.data.seed)
+                      for a, t in exp.data.trust_test().items()}
+        self.hh_test = at_most(exp.data.hh["test"], p.ablations.ppl_dialogues, p.data.seed)
         self._gradients: dict[tuple[str, str], dict] = {}
 
     @cached_property
@@ -102,8 +103,8 @@ class Ablations:
         baseline grid is evaluated on."""
         a, seed = self.p.ablations, self.p.data.seed
         triples = {x: at_most(t, a.validation_triples, seed)
-                   for x, t in self.exp.trust_validation().items()}
-        return triples, at_most(self.exp.hh["validation"], a.validation_dialogues, seed)
+                   for x, t in self.exp.data.trust_validation().items()}
+        return triples, at_most(self.exp.data.hh["validation"], a.validation_dialogues, seed)
 
     def evaluated(self, name: str, aspects: list[str],
                   make_model: Callable[[], PreTrainedModel], *, same_prefix: bool = True,
@@ -129,11 +130,11 @@ class Ablations:
         return {**self.exp.cached(ABLATIONS, path, compute), "eval": saved}
 
     def subset(self, target: str, selector: str) -> Dataset:
-        return self.exp.hh["train"].select(self.subsets[target][selector])
+        return self.exp.data.hh["train"].select(self.subsets[target][selector])
 
     def outside(self, excluded: list[int]) -> Dataset:
         """The SFT train samples not in ``excluded``, in their order."""
-        skip, train = set(excluded), self.exp.hh["train"]
+        skip, train = set(excluded), self.exp.data.hh["train"]
         return train.select([i for i in range(len(train)) if i not in skip])
 
     def pbrf(self, target: str, selector: str, beta: float) -> PreTrainedModel:
@@ -169,7 +170,7 @@ class Ablations:
         # so changing an ablation setting does not retrain.
         folder = self.exp.output(ABLATIONS, "retrained", method=method)
         model_dir, _ = sft_into(self.exp, kept, SELECTION, folder)
-        return self.exp.load_model(model_dir)[0]
+        return self.exp.models.load(model_dir)[0]
 
 
 Trainer = Callable[..., PreTrainedModel]
@@ -214,7 +215,7 @@ def _ga_kl(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
 @trains("dpo")
 def _dpo(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
     a = abl.p.ablations
-    pairs = at_most(abl.exp.trust[aspect]["train"], a.dpo_pairs, abl.p.data.seed)
+    pairs = at_most(abl.exp.data.trust[aspect]["train"], a.dpo_pairs, abl.p.data.seed)
     pairs = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["proponent"],
                                "rejected": pairs["opponent"]})
     return baselines.dpo(abl.model, abl.tokenizer, pairs, abl.preconditioner.modules,
@@ -281,7 +282,7 @@ def _compare(exp: Experiment) -> dict:
     abl = Ablations(exp)
     beta = reported_beta(exp.params)
     aspects = list(abl.tests)
-    ids = exp.hh["train"]["id"]
+    ids = exp.data.hh["train"]["id"]
     # A random draw is one subset, so one repaired model, for every aspect.
     draws = random_draws(len(ids), p.selection.k, p.seed, a.random_draws)
     ranked = ranker_subsets(exp, a.rankers, p.selection.k) if a.rankers else {}

@@ -272,24 +272,24 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
     """Step 02: detrimental scores per aspect (+ common) and DPP features, saved to disk.
 
     Writes the step's ``scores`` (aspect -> detrimental score per SFT train sample, in the
-    order of ``exp.hh["train"]``), ``features`` and one ``ranked`` CSV per target.
+    order of ``exp.data.hh["train"]``), ``features`` and one ``ranked`` CSV per target.
     """
     paths = {name: exp.output(ATTRIBUTION, name) for name in ("scores", "features", "summary")}
 
     def compute() -> dict:
         p = exp.params
-        model, tokenizer = exp.load_model(post_sft_dir(exp))
-        train = exp.hh["train"]
+        model, tokenizer = exp.models.load(post_sft_dir(exp))
+        train = exp.data.hh["train"]
         features = mean_pooled_hidden_states(model, tokenizer, train,
                                              max_length=p.sft.max_length,
                                              batch_size=p.eval.batch_size)
         influence = fit_and_score(
-            model, tokenizer, train, {a: s["train"] for a, s in exp.trust.items()},
+            model, tokenizer, train, {a: s["train"] for a, s in exp.data.trust.items()},
             p.attribution, out_dir=exp.output(ATTRIBUTION, "kronfluence"),
             name=exp.fingerprint(ATTRIBUTION),
             sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
             normalized=p.eval.length_normalized, seed=p.seed, overwrite=exp.recompute,
-            cache=exp.prefix_cache(model, attribution=True))
+            cache=exp.models.prefix_cache(model, attribution=True))
         scores = {a: detrimental(s).float() for a, s in influence.scores.items()}
         scores[COMMON] = common_scores(scores)
         with atomic_path(paths["scores"]) as tmp:

@@ -14,12 +14,12 @@ NOTEBOOKS = Path("notebooks")
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from trustrepair.experiment import Experiment
+    from trustrepair.run_data import RunData
 
     params = load_params(args.params)
     print(params.to_yaml(), end="")
     if args.data:
-        for line in Experiment(params).check_data():
+        for line in RunData(params).check_data():
             print(line)
 
 
@@ -42,10 +42,10 @@ def _run(args: argparse.Namespace) -> None:
     # papermill streams each cell's output (progress bars included) through this logger.
     logging.basicConfig(format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
-    from trustrepair.experiment import Experiment
+    from trustrepair.run_data import RunData
 
     params = load_params(args.params)
-    Experiment(params).check_data()
+    RunData(params).check_data()
     options = {"only": args.only, "force": args.force, "overwrite": args.overwrite,
                "params_source": Path(args.params)}
     if args.seeds is None:
@@ -79,8 +79,8 @@ def _sft(args: argparse.Namespace) -> None:
     # GPUs); the Trainer reuses it. The base model is materialised once, by process 0.
     state = PartialState(cpu=not torch.cuda.is_available())
     with state.main_process_first():
-        exp.check_data()
-        exp.base_model_dir  # noqa: B018 (built on first access)
+        exp.data.check_data()
+        exp.models.base_dir  # noqa: B018 (built on first access)
     model_dir, metrics = run_sft(exp)
     if state.is_main_process:
         print(f"post-SFT model: {model_dir} ({state.num_processes} processes, "

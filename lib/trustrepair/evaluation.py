@@ -47,7 +47,8 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 def evaluate_saved(exp: Experiment, model_dir: Path | None, out_path: Path) -> dict:
     """Evaluate a saved model (default: the base model) once per setting; JSON at out_path."""
     def compute() -> dict:
-        model, tokenizer = exp.load_model(model_dir)
-        return evaluate(model, tokenizer, exp.trust_test(), exp.hh["test"], exp.params.eval)
+        model, tokenizer = exp.models.load(model_dir)
+        return evaluate(model, tokenizer, exp.data.trust_test(), exp.data.hh["test"],
+                        exp.params.eval)
 
     return exp.cached(SFT, out_path, compute)

@@ -48,7 +48,7 @@ def hidden_cosine_scores(exp: Experiment, model: PreTrainedModel,
     trust *train* triples (step 02's hidden-state features of ``model``, the post-SFT one)."""
     p = exp.params
     cosine = {}
-    for aspect, splits in exp.trust.items():
+    for aspect, splits in exp.data.trust.items():
         triples = splits["train"]
         opponents = Dataset.from_dict({"prompt": triples["prompt"],
                                        "response": triples["opponent"]})
@@ -72,8 +72,8 @@ def gradient_dot_scores(exp: Experiment, model: PreTrainedModel,
     """
     p = exp.params
     identity = p.attribution.model_copy(update={"strategy": "identity"})
-    dot = fit_and_score(model, tokenizer, exp.hh["train"],
-                        {a: s["train"] for a, s in exp.trust.items()}, identity,
+    dot = fit_and_score(model, tokenizer, exp.data.hh["train"],
+                        {a: s["train"] for a, s in exp.data.trust.items()}, identity,
                         out_dir=out_dir, name=exp.fingerprint(ATTRIBUTION),
                         sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
                         normalized=p.eval.length_normalized, seed=p.seed,
@@ -84,8 +84,8 @@ def gradient_dot_scores(exp: Experiment, model: PreTrainedModel,
 def method_scores(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
     """Method -> aspect -> suspicion score for every SFT train sample."""
     p = exp.params
-    aspects = list(exp.trust)
-    model, tokenizer = exp.load_model(post_sft_dir(exp))
+    aspects = list(exp.data.trust)
+    model, tokenizer = exp.models.load(post_sft_dir(exp))
     cosine = hidden_cosine_scores(exp, model, tokenizer)
     dot = gradient_dot_scores(exp, model, tokenizer, exp.output(PLANTED, "kronfluence"))
     generator = torch.Generator().manual_seed(p.seed)
@@ -93,7 +93,7 @@ def method_scores(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
     return {"ekfac": {a: ekfac[a] for a in aspects},
             "gradient_dot": dot,
             "hidden_cosine": cosine,
-            "random": {a: torch.rand(len(exp.hh["train"]), generator=generator)
+            "random": {a: torch.rand(len(exp.data.hh["train"]), generator=generator)
                        for a in aspects}}
 
 
@@ -103,7 +103,7 @@ def run_recovery(exp: Experiment) -> dict:
 
     def compute() -> dict:
         scores = method_scores(exp)
-        ids = exp.hh["train"]["id"]
+        ids = exp.data.hh["train"]["id"]
         table = recovery_table(scores, ids, k, bootstrap_of(exp.params))
         curves = {m: {a: roc_curve(v, planted_mask(ids, a)) for a, v in per.items()}
                   for m, per in scores.items()}

@@ -195,13 +195,13 @@ class RepairTargets:
         """Steps 01-03's model, factors and ``repair.selector`` subsets of this run."""
         p = exp.params
         preconditioner = Preconditioner.of_run(exp)
-        model, tokenizer = exp.load_model(post_sft_dir(exp))
+        model, tokenizer = exp.models.load(post_sft_dir(exp))
         preconditioner.check_model(model)
-        cache = exp.prefix_cache(model)
+        cache = exp.models.prefix_cache(model)
         picked = load_subsets(exp).of(p.repair.selector)
         indices = {target: picked[target] for target in [*p.data.trust.aspects, COMMON]}
         gradients = {target: subset_gradient(
-            model, tokenizer, exp.hh["train"].select(picked), preconditioner.modules,
+            model, tokenizer, exp.data.hh["train"].select(picked), preconditioner.modules,
             max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size, cache=cache,
             loss_reduction=p.attribution.loss_reduction) for target, picked in indices.items()}
         return cls(model, tokenizer, preconditioner, cache, indices, gradients)
@@ -280,24 +280,25 @@ def run_repair(exp: Experiment) -> dict:
         selection = None
         if p.repair.beta is None:
             validation = {a: at_most(t, p.repair.validation_triples, p.data.seed)
-                          for a, t in exp.trust_validation().items()}
-            selection = exp.cached(REPAIR, exp.output(REPAIR, "beta_selection"),
-                                   lambda: select_beta(targets, validation, exp.hh["validation"],
-                                                       p.repair, p.eval))
+                          for a, t in exp.data.trust_validation().items()}
+            selection = exp.cached(
+                REPAIR, exp.output(REPAIR, "beta_selection"),
+                lambda: select_beta(targets, validation, exp.data.hh["validation"], p.repair,
+                                    p.eval))
         beta = p.repair.beta if selection is None else selection["beta"]
-        tests = exp.trust_test()
+        tests = exp.data.trust_test()
         results: dict = {"beta": beta, "beta_selection": selection,
                          "selector": p.repair.selector, "targets": {}, "sweep": []}
         for target, indices in targets.indices.items():
             repaired = targets.repaired(target, beta)
             evaluated = tests if target == COMMON else {target: tests[target]}
-            results["targets"][target] = targets.evaluated(repaired, evaluated, exp.hh["test"],
+            results["targets"][target] = targets.evaluated(repaired, evaluated, exp.data.hh["test"],
                                                            p.eval)
             save_pretrained(repaired, targets.tokenizer, exp.output(REPAIR, "model", target=target))
             if target == COMMON:
                 continue
             # Eq. 6 predicts F_j on the triples the scores were computed on: the train split.
-            queries = at_most(exp.trust[target]["train"], p.repair.sweep_triples, p.data.seed)
+            queries = at_most(exp.data.trust[target]["train"], p.repair.sweep_triples, p.data.seed)
             def logodds(m: PreTrainedModel, queries: Dataset = queries) -> float:
                 return trust_logodds(prefix.through(targets.cache, m), targets.tokenizer,
                                      queries, batch_size=p.eval.batch_size,

@@ -111,6 +111,20 @@ def _booktabs(frame: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_table(params: Params, stem: str) -> pd.DataFrame:
+    """The table ``stem`` that a ``build_*_outputs`` call wrote, at full precision."""
+    path = params.tables_dir() / f"{stem}.csv"
+    if not path.exists():
+        raise FileNotFoundError(2, f"no table {stem!r} at {display_path(path)}: run the step "
+                                   f"that writes it, or `trustrepair figures`", str(path))
+    return pd.read_csv(path)
+
+
+def figure_file(params: Params, stem: str) -> Path:
+    """The PNG of figure ``stem`` that a ``build_*_outputs`` call wrote."""
+    return params.figures_dir() / f"{stem}.png"
+
+
 def save_figure(fig: plt.Figure, directory: Path, stem: str) -> list[Path]:
     """Save a figure as PDF and PNG, atomically and byte-for-byte reproducibly."""
     paths = []
@@ -810,12 +824,9 @@ def build_paper_comparison(params: Params) -> list[Path]:
     tables = params.tables_dir()
 
     def read(stem: str) -> pd.DataFrame | None:
-        path = tables / f"{stem}.csv"
-        return pd.read_csv(path) if path.exists() else None
+        return read_table(params, stem) if (tables / f"{stem}.csv").exists() else None
 
-    table1 = read("table1")
-    if table1 is None:
-        raise FileNotFoundError(2, "missing", str(tables / "table1.csv"))
+    table1 = read_table(params, "table1")
     data = params.data
     beta = reported_beta(params)
     note = (f"Ours: {params.model.source or 'a tiny random-init model'}, SFT on "
@@ -836,7 +847,7 @@ def seed_summary(runs: list[Params], stem: str) -> pd.DataFrame:
     """Mean and sample standard deviation over the seeds' ``stem`` tables of each change of
     :data:`CHANGES` they have, per row (aspect, and method where the table has one)."""
     keys = list(SEED_TABLES[stem])
-    every = pd.concat([pd.read_csv(p.tables_dir() / f"{stem}.csv") for p in runs])
+    every = pd.concat([read_table(p, stem) for p in runs])
     grouped = every.groupby(keys, sort=False)
     stats = grouped[[c for c in CHANGES if c in every]].agg(["mean", "std"])
     stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]

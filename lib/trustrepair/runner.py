@@ -9,12 +9,8 @@ written; an interrupted run therefore resumes at the first step that did not fin
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
-import os
-import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,20 +27,17 @@ from trustrepair.artifacts import (
     write_json,
     write_text,
 )
+from trustrepair.environment import environment_record
 from trustrepair.params import Params, display_path, project_root
 from trustrepair.publish import publish, tidy_executed
 from trustrepair.steps import (
     MANIFEST,
     PARAMS_COPY,
-    RECOMPUTE_ENV,
     enabled,
     find,
     fingerprint,
     reads,
 )
-
-PACKAGES = ("torch", "transformers", "kronfluence", "datasets", "accelerate", "papermill",
-            "numpy", "matplotlib", "seaborn", "pydantic")
 
 
 class StepFailed(RuntimeError):
@@ -95,22 +88,6 @@ def status(params: Params, notebook_dir: Path) -> dict[str, str]:
         if reason is None and record.get("lib") != lib_digest():
             out[step] += " (computed with other library code than this checkout's)"
     return out
-
-
-def environment_record() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "packages": versions, "git_commit": commit}
 
 
 class RunRefused(RuntimeError):
@@ -260,15 +237,12 @@ def _reuse_step(source: Path, notebook: Path, key: str, inputs: str,
 def _execute(notebook: Path, executed: Path, params_file: Path, *, recompute: bool,
              kernel: str) -> None:
     executed.parent.mkdir(parents=True, exist_ok=True)
-    if recompute:  # the kernel inherits it: saved results of this step are recomputed
-        os.environ[RECOMPUTE_ENV] = "1"
     try:
         papermill.execute_notebook(
             str(notebook), str(executed),
-            parameters={"params_file": str(display_path(params_file))}, kernel_name=kernel,
-            cwd=str(project_root()), progress_bar=False, log_output=True)
+            parameters={"params_file": str(display_path(params_file)), "recompute": recompute},
+            kernel_name=kernel, cwd=str(project_root()), progress_bar=False, log_output=True)
     finally:
-        os.environ.pop(RECOMPUTE_ENV, None)
         if executed.exists():  # also a failed one: its traceback should read as well
             tidy_executed(executed)
 

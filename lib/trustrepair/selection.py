@@ -25,7 +25,7 @@ def run_selection(exp: Experiment) -> dict:
 
     def compute() -> dict:
         scores, features = load_scores(exp), load_features(exp)
-        ids = exp.hh["train"]["id"]
+        ids = exp.data.hh["train"]["id"]
         subsets = {}
         for target, harm in scores.items():
             subsets[target] = {}

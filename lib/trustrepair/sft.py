@@ -197,7 +197,7 @@ def run_sft(exp: Experiment) -> tuple[Path, dict]:
     Returns the folder of the post-SFT model (``runs/<config>/01_sft/model``) and the
     training metrics.
     """
-    return sft_into(exp, exp.hh["train"], SFT, exp.step_dir(SFT))
+    return sft_into(exp, exp.data.hh["train"], SFT, exp.step_dir(SFT))
 
 
 def sft_into(exp: Experiment, train: Dataset, step: Step, out_dir: Path) -> tuple[Path, dict]:
@@ -213,8 +213,8 @@ def sft_into(exp: Experiment, train: Dataset, step: Step, out_dir: Path) -> tupl
 
     def train_model() -> dict:
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":  # the plan is unsharded
-            exp.checked_plan("sft", probe=False)
-        model, tokenizer = exp.load_model()
+            exp.models.checked_plan("sft", probe=False)
+        model, tokenizer = exp.models.load()
         return finetune(model, tokenizer, train, exp.params.sft, out_dir,
                         checkpoint_dir=out_dir / TRAINED["checkpoints"] / exp.fingerprint(step),
                         seed=exp.params.sft.seed, resume=not exp.recompute)

@@ -104,9 +104,6 @@ MANIFEST = "manifest.json"
 PARAMS_COPY = "params.yaml"
 """The run folder's copy of the params, the file every notebook of the run loads."""
 
-RECOMPUTE_ENV = "TRUSTREPAIR_RECOMPUTE"
-"""Set to 1 by ``trustrepair run --force`` for the step it runs: the step's kernel then
-recomputes its saved results instead of reusing them."""
 
 
 def find(name: str) -> Step | None:

@@ -27,7 +27,7 @@ def time_repair(exp: Experiment, model: PreTrainedModel, tokenizer: PreTrainedTo
                 preconditioner: Preconditioner, size: int, repeats: int) -> float:
     """Median wall seconds of one full repair on a random subset of ``size`` samples."""
     p = exp.params
-    train = exp.hh["train"]
+    train = exp.data.hh["train"]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(p.seed))
     subset = train.select(order[:size].tolist())
     beta, seconds = reported_beta(exp.params), []
@@ -51,8 +51,8 @@ def run_timing(exp: Experiment) -> dict:
             raise FileNotFoundError(f"no retraining time at {retrain_path}: run step 05 with "
                                     f"ablations.retrain: true first")
         preconditioner = Preconditioner.of_run(exp)
-        model, tokenizer = exp.load_model(post_sft_dir(exp))
-        n_train = len(exp.hh["train"])
+        model, tokenizer = exp.models.load(post_sft_dir(exp))
+        n_train = len(exp.data.hh["train"])
         rows = []
         for requested in tqdm(p.timing.subset_sizes, desc="repair timing"):
             size = min(requested, n_train)

@@ -1,0 +1,124 @@
+"""The datasets of one run, split as every step sees them, and checked before compute.
+
+HH comes as the SFT set (planted dialogues included), a validation set for choosing β and a
+test set; each trust aspect as train (attribution queries), validation and test triples.
+Where the data come from (the local mirror, the hub, or generated fixtures for a smoke run)
+is resolved here, once.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from datasets import Dataset, DatasetDict, concatenate_datasets
+
+from trustrepair import data
+from trustrepair.params import Params
+from trustrepair.planted import plant_dialogues
+
+
+class RunData:
+    """The HH and trust splits that ``params`` asks for."""
+
+    def __init__(self, params: Params):
+        self.params = params
+
+    @cached_property
+    def data_source(self) -> str | None:
+        """Folder the loaders read; generated fixtures for smoke runs."""
+        if self.params.data.fixtures:
+            folder = data.write_fixture_data(self.params.run_dir() / "fixture_data",
+                                             seed=self.params.data.seed)
+            return str(folder)
+        return None
+
+    @cached_property
+    def hh(self) -> DatasetDict:
+        """SFT corpus, columns id, prompt, response: ``train`` (the SFT set, the first
+        ``max_train`` train dialogues), ``validation`` (a seeded ``data.hh.validation`` of
+        the train dialogues outside the SFT set, for choosing β) and ``test``."""
+        p = self.params.data.hh
+        splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
+                              seed=self.params.data.seed, max_test=p.max_test)
+        every = splits["train"]
+        n_sft = min(len(every), p.max_train or len(every))
+        splits["train"] = every.select(range(n_sft))
+        rest = every.select([*range(n_sft, len(every))])  # may be empty: β fixed, all for SFT
+        splits["validation"] = data.at_most(rest, p.validation, self.params.data.seed)
+        if self.params.planted.per_aspect:
+            harmful = plant_dialogues({a: s["train"] for a, s in self.trust.items()},
+                                      self.params.planted.per_aspect, seed=self.params.data.seed)
+            splits["train"] = concatenate_datasets(
+                [splits["train"], harmful.select_columns(splits["train"].column_names)])
+        return splits
+
+    @cached_property
+    def trust(self) -> dict[str, DatasetDict]:
+        """Trust triples per aspect: ``train`` (attribution queries, planting; capped by
+        ``max_train``), ``validation`` (``validation_fraction`` of the train split, by the
+        same grouping unit, for choosing β) and ``test`` (capped by ``max_test``)."""
+        p = self.params.data.trust
+        out = {}
+        for aspect in p.aspects:
+            triples = data.load_trust(aspect, p.source or self.data_source,
+                                      seed=self.params.data.seed, bias_split=p.bias_split,
+                                      ethics_pairing=p.ethics_pairing)
+            splits = data.split_trust(triples, test_fraction=p.test_fraction,
+                                      seed=self.params.data.seed)
+            try:
+                held_out = data.split_trust(splits["train"], test_fraction=p.validation_fraction,
+                                            seed=self.params.data.seed)
+            except ValueError as err:
+                raise ValueError(f"{aspect}: data.trust.validation_fraction="
+                                 f"{p.validation_fraction}: {err}") from None
+            splits["train"] = data.at_most(held_out["train"], p.max_train, self.params.data.seed)
+            splits["validation"] = held_out["test"]
+            splits["test"] = data.at_most(splits["test"], p.max_test, self.params.data.seed)
+            out[aspect] = splits
+        return out
+
+    def check_data(self) -> list[str]:
+        """Load every dataset and check requested sizes, before any compute.
+
+        Returns one summary line per dataset; raises ValueError naming the field to fix.
+        """
+        hh = self.params.data.hh
+        for split, cap in (("train", hh.max_train), ("test", hh.max_test)):
+            have = len(self.hh[split])
+            if cap is not None and cap > have:
+                raise ValueError(f"data.hh.max_{split}={cap} but the SFT corpus has only "
+                                 f"{have} {split} dialogues: lower it or set it to null")
+        n_train, n_validation = len(self.hh["train"]), len(self.hh["validation"])
+        if self.params.repair.beta is None and n_validation < hh.validation:
+            raise ValueError(f"data.hh.validation={hh.validation} but only {n_validation} HH train "
+                             f"dialogues lie outside the SFT set: lower it or data.hh.max_train, "
+                             f"or fix repair.beta")
+        if self.params.selection.k > n_train:
+            raise ValueError(f"selection.k={self.params.selection.k} is larger than the {n_train} "
+                             f"SFT train samples: lower selection.k or raise data.hh.max_train")
+        lines = [f"hh: {n_train} train / {n_validation} validation / {len(self.hh['test'])} test "
+                 f"dialogues"]
+        for aspect, splits in self.trust.items():
+            if len(splits["train"]) == 0 or len(splits["test"]) == 0:
+                raise ValueError(f"{aspect}: empty train or test split; check "
+                                 f"data.trust.test_fraction and the data source")
+            lines.append(f"{aspect}: {len(splits['train'])} train / "
+                         f"{len(splits['validation'])} validation / {len(splits['test'])} test "
+                         f"triples")
+        return lines
+
+    def trust_test(self) -> dict[str, Dataset]:
+        return {aspect: splits["test"] for aspect, splits in self.trust.items()}
+
+    def trust_validation(self) -> dict[str, Dataset]:
+        return {aspect: splits["validation"] for aspect, splits in self.trust.items()}
+
+    def tokenizer_corpus(self) -> list[str]:
+        """Text a tiny model's tokenizer is trained on: everything but the test splits,
+        which only the final evaluations read."""
+        texts = list(self.hh["train"]["prompt"]) + list(self.hh["train"]["response"])
+        for splits in self.trust.values():
+            for split in ("train", "validation"):
+                for column in ("prompt", "proponent", "opponent"):
+                    texts.extend(splits[split][column])
+        return texts
