@@ -773,9 +773,16 @@ def plot_tradeoff(points: pd.DataFrame) -> plt.Figure:
                        facecolors="none", edgecolors=drawn.get_color(), lw=1.2)
         ax.axhline(0, color="0.6", lw=0.6, ls=":")
         ax.axvline(0, color="0.6", lw=0.6, ls=":")
-        ax.set(title=aspect_label(aspect), xlabel="trust gain: change of $F_j$ (%)",
+        # Grids span orders of magnitude (a diverging point costs +100s of %): symlog keeps
+        # the region around the reported points, within a few %, readable.
+        here = points[points["aspect"] == aspect]
+        for axis, values in (("x", here["rel_change_logodds"]), ("y", -here["rel_change_ppl"])):
+            getattr(ax, f"set_{axis}scale")("symlog", linthresh=1.0)
+            getattr(ax, f"set_{axis}lim")(min(values.min(), 0) - 0.5, max(values.max(), 1) * 2)
+        ax.set(title=aspect_label(aspect), xlabel="trust gain, $F_j$ (%)",
                ylabel="perplexity increase (%)" if ax is axes[0][0] else "")
-    axes[0][-1].legend(fontsize=6, title="ringed: reported", title_fontsize=6)
+    axes[0][-1].legend(fontsize=6, title="ringed: reported", title_fontsize=6,
+                       loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _finished(fig)
 
 
