@@ -8,8 +8,8 @@ import pytest
 
 from trustrepair.artifacts import write_json
 from trustrepair.params import load_params
-from trustrepair.results import Subsets, reported_beta
-from trustrepair.steps import REPAIR, SELECTION
+from trustrepair.results import Subsets, factors_dir, reported_beta
+from trustrepair.steps import ATTRIBUTION, REPAIR, SELECTION
 
 
 def test_subsets_come_back_per_target_and_selector(tmp_path: Path) -> None:
@@ -36,3 +36,10 @@ def test_the_reported_beta_is_the_fixed_one_or_step_04s_choice(tmp_path: Path) -
     chosen = load_params("params/smoke.yaml", repair__beta=None, paths__runs=str(tmp_path))
     write_json(REPAIR.output(chosen.run_dir(), "result"), {"beta": 3e-4})
     assert reported_beta(chosen) == 3e-4
+
+
+def test_the_factors_are_found_where_step_02_says(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="02_attribution"):
+        factors_dir(tmp_path)
+    write_json(ATTRIBUTION.output(tmp_path, "summary"), {"factors_dir": str(tmp_path / "f")})
+    assert factors_dir(tmp_path) == tmp_path / "f"

@@ -26,7 +26,6 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair import prefix
-from trustrepair.artifacts import read_json
 from trustrepair.attribution import (
     COMMON,
     FACTOR_METADATA,
@@ -46,8 +45,9 @@ from trustrepair.metrics import (
 )
 from trustrepair.models import save_pretrained
 from trustrepair.params import EvalParams, RepairParams
+from trustrepair.results import factors_dir
 from trustrepair.selection import load_subsets
-from trustrepair.steps import ATTRIBUTION, REPAIR
+from trustrepair.steps import REPAIR
 
 FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
                 "num_lambda_processed")
@@ -67,8 +67,7 @@ class Preconditioner:
     @classmethod
     def of_run(cls, exp: Experiment) -> Preconditioner:
         """The factors step 02 fitted for this run, with the run's damping."""
-        summary = ATTRIBUTION.require(exp.run_dir, "summary")
-        return cls.load(Path(read_json(summary)["factors_dir"]), exp.params.attribution.damping)
+        return cls.load(factors_dir(exp.run_dir), exp.params.attribution.damping)
 
     @classmethod
     def load(cls, factors_dir: Path, damping: float | None) -> Preconditioner:

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from trustrepair.artifacts import read_json
 from trustrepair.params import Params
-from trustrepair.steps import REPAIR, SELECTION
+from trustrepair.steps import ATTRIBUTION, REPAIR, SELECTION
+
+
+def factors_dir(run_dir: Path) -> Path:
+    """Where step 02 saved the EK-FAC factors that every later PBRF step reuses."""
+    return Path(read_json(ATTRIBUTION.require(run_dir, "summary"))["factors_dir"])
 
 
 @dataclass(frozen=True)
