@@ -176,6 +176,14 @@ def test_smoke_chain_end_to_end(tmp_path: Path, base: str, capsys) -> None:
         manifest["steps"]["02_attribution"]["artifacts"])
     assert manifest["environment"]["packages"]["torch"]
 
+    if base == "smoke.yaml":  # seed 0 is this run: every step copied, 07's empty folder too
+        assert cli.main(["run", str(params_file), "--seeds", "0"]) == 0
+        seeded = tables / "seeds" / "seed-0"
+        for stem in ("table1", "table2", "table4", "ablations"):
+            assert (seeded / f"{stem}.csv").read_bytes() == (tables / f"{stem}.csv").read_bytes(), \
+                f"a copied step's {stem} is rebuilt for the seed"
+            assert (tables / "seeds" / f"{stem}.csv").exists(), "and summarised over seeds"
+
     # Unchanged inputs: nothing reruns. Then the figures rebuild from saved results alone.
     stamp = (run_dir / "01_sft" / "eval_post.json").stat().st_mtime_ns
     capsys.readouterr()

@@ -155,6 +155,7 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
     selected = _select(notebooks(notebook_dir), only)
     keys = step_keys(params, notebook_dir)
     _check_upstream(manifest, keys, selected, params)
+    rebuild = False  # a copied step's tables and figures belong to the run it came from
     for notebook, key in keys.items():
         step = notebook.stem
         if notebook not in selected:
@@ -173,6 +174,7 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
             copied = _reuse_step(Path(reuse), notebook, key, inputs, run_dir)
             if copied is not None:
                 manifest["steps"][step] = copied
+                rebuild = True
                 write_json(manifest_path, manifest)
                 print(f"[{step}] copied from {display_path(Path(reuse))}: same settings and "
                       f"upstream results", flush=True)
@@ -199,6 +201,10 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
             "lib": lib_digest(), "outputs": outputs, "artifacts": _named_outputs(step, outputs)}
         write_json(manifest_path, manifest)
         print(f"[{step}] done in {seconds:.0f} s", flush=True)
+    if rebuild:
+        from trustrepair import report  # matplotlib: only when there is something to draw
+
+        report.build_all(params)
     if all(manifest["steps"].get(nb.stem, {}).get("status") == "done"
            for nb in keys if enabled(nb.stem, params)):
         for path in publish(run_dir / "notebooks", params.reports_dir()):
@@ -225,8 +231,9 @@ def _reuse_step(source: Path, notebook: Path, key: str, inputs: str,
     record = read_json(source / MANIFEST)["steps"].get(step, {})
     if _why_rerun(record, key, inputs, source / step)[0] is not None:
         return None
-    with atomic_dir(run_dir / step) as tmp:
-        shutil.copytree(source / step, tmp, dirs_exist_ok=True)
+    if (source / step).is_dir():  # a step may keep nothing in the run (07: only tables)
+        with atomic_dir(run_dir / step) as tmp:
+            shutil.copytree(source / step, tmp, dirs_exist_ok=True)
     executed = source / "notebooks" / notebook.name
     if executed.exists():
         (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
