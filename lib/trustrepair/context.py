@@ -13,7 +13,7 @@ import torch
 from trustrepair.artifacts import is_main_process, read_json, write_json
 from trustrepair.models import resolve_device
 from trustrepair.params import Params
-from trustrepair.steps import Step, find, fingerprint, sections_through
+from trustrepair.steps import Step, fingerprint, sections_through
 
 
 def seed_everything(seed: int) -> None:
@@ -63,13 +63,9 @@ class RunContext:
             write_json(path, result)
         return result
 
-    def step_dir(self, step: Step | str) -> Path:
-        """``step``'s folder in this run (a step or its name), created if need be."""
-        found = find(step) if isinstance(step, str) else step
-        if found is None:
-            raise ValueError(f"no step named {step!r}: the steps are defined in "
-                             f"trustrepair.steps")
-        path = found.folder(self.run_dir)
+    def step_dir(self, step: Step) -> Path:
+        """``step``'s folder in this run, created if need be."""
+        path = step.folder(self.run_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
