@@ -264,6 +264,8 @@ def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
     for run, shift in zip(runs, (0.0, 1.0, 2.0), strict=True):
         pd.DataFrame({"aspect": ["truthfulness", "truthfulness"], "method": ["ours", "random"],
                       "delta_logodds": [-0.1 - shift, 0.0],
+                      "delta_logodds_ci_low": [-0.2 - shift, -0.1],
+                      "delta_logodds_ci_high": [shift - 0.5, 0.1],
                       "rel_change_logodds": [10.0 + shift, shift],
                       "rel_change_ppl": [-1.0, -0.5 * shift]}).to_csv(
             _mkdir(run.tables_dir()) / "table4.csv", index=False)
@@ -273,8 +275,14 @@ def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
     assert table.loc["ours", "delta_logodds_mean"] == pytest.approx(-1.1)
     assert table.loc["random", "rel_change_ppl_mean"] == pytest.approx(-0.5)
     assert table.loc["ours", "rel_change_ppl_std"] == 0 and (table.seeds == 3).all()
+    assert table.better_in.to_dict() == {"ours": 1, "random": 0}, "interval below 0 in seed 0"
     paths = build_seed_tables(params, runs)
     assert [p.name for p in paths] == ["table4.csv", "table4.md", "table4.tex"]
+    shown = paths[1].read_text().splitlines()
+    assert shown[0] == ("| aspect | method | delta_logodds | rel_change_logodds | "
+                        "rel_change_ppl | better_in | seeds |")
+    assert shown[2] == ("| truthfulness | ours | -1.1000 ± 1.0000 | +11.0 ± 1.0 | -1.00 ± 0.00 "
+                        "| 1 | 3 |")
     assert paths[0].parent == params.tables_dir() / "seeds"
     assert runs[1].tables_dir() == params.tables_dir() / "seeds" / "seed-1"
 

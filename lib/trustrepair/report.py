@@ -63,12 +63,13 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str, float_format: s
     """Write one table as CSV (full precision), Markdown and LaTeX booktabs.
 
     A column ``x`` with ``x_ci_low`` and ``x_ci_high`` beside it shows in Markdown and
-    LaTeX as one cell, ``+12.8 [+4.1, +21.0]``; the CSV keeps the three columns.
+    LaTeX as one cell, ``+12.8 [+4.1, +21.0]``, and ``x_mean`` with ``x_std`` as
+    ``x``: ``+12.8 ± 3.1``; the CSV keeps every column.
     """
     directory = Path(directory)
     paths = [directory / f"{stem}.{ext}" for ext in ("csv", "md", "tex")]
     write_text(paths[0], frame.to_csv(index=False))
-    shown = _with_intervals(frame)
+    shown = _with_spreads(_with_intervals(frame))
     for col in shown.select_dtypes("floating").columns:
         shown[col] = shown[col].map(lambda v: float_format % v, na_action="ignore")
     shown = shown.astype(object).where(shown.notna(), "")  # a value that does not apply
@@ -84,11 +85,29 @@ def _with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     for col in frame.columns:
         low, high = f"{col}_ci_low", f"{col}_ci_high"
         if low in frame.columns and high in frame.columns:
-            fmt = next((f for end, f in INTERVAL_FORMATS.items() if col.endswith(end)), "%+.1f")
+            fmt = _format_of(col)
             shown[col] = [f"{fmt % v} [{fmt % lo}, {fmt % hi}]"
                           for v, lo, hi in zip(frame[col], frame[low], frame[high], strict=True)]
             shown = shown.drop(columns=[low, high])
     return shown
+
+
+def _with_spreads(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each ``x_mean`` and its ``x_std`` merged into one cell ``x``; a std
+    that does not exist (one seed) leaves the mean alone."""
+    shown = frame.copy()
+    for col in frame.columns:
+        name, std = col.removesuffix("_mean"), col.removesuffix("_mean") + "_std"
+        if col.endswith("_mean") and std in frame.columns:
+            fmt = _format_of(name)
+            shown[col] = [fmt % m if pd.isna(s) else f"{fmt % m} ± {fmt.replace('+', '') % s}"
+                          for m, s in zip(frame[col], frame[std], strict=True)]
+            shown = shown.drop(columns=[std]).rename(columns={col: name})
+    return shown
+
+
+def _format_of(column: str) -> str:
+    return next((f for end, f in INTERVAL_FORMATS.items() if column.endswith(end)), "%+.1f")
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -852,13 +871,16 @@ SEED_TABLES = {"table1": ("aspect",), "table2": ("aspect",), "table4": ("aspect"
 
 def seed_summary(runs: list[Params], stem: str) -> pd.DataFrame:
     """Mean and sample standard deviation over the seeds' ``stem`` tables of each change of
-    :data:`CHANGES` they have, per row (aspect, and method where the table has one)."""
+    :data:`CHANGES` they have, per row (aspect, and method where the table has one), and
+    ``better_in``: in how many seeds the 95 % interval of ΔF_j lies wholly below zero,
+    which is what "holds across seeds" means for a row."""
     keys = list(SEED_TABLES[stem])
     every = pd.concat([read_table(p, stem) for p in runs])
     grouped = every.groupby(keys, sort=False)
     stats = grouped[[c for c in CHANGES if c in every]].agg(["mean", "std"])
     stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
-    return stats.assign(seeds=grouped.size()).reset_index()
+    better = (every.delta_logodds_ci_high < 0).groupby([every[k] for k in keys], sort=False)
+    return stats.assign(better_in=better.sum(), seeds=grouped.size()).reset_index()
 
 
 def build_seed_tables(params: Params, runs: list[Params]) -> list[Path]:
