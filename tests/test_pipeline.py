@@ -95,6 +95,11 @@ def test_smoke_chain_end_to_end(tmp_path: Path, capsys) -> None:
             f"a copied step's {stem} is rebuilt for the seed"
         summary = (tables / "seeds" / f"{stem}.md").read_text()
         assert "±" not in summary and "nan" not in summary, "one seed: a mean, no spread"
+    (tables / "seeds" / "table4.csv").unlink()
+    (seeded / "table1.csv").unlink()
+    assert cli.main(["figures", str(params_file), "--seeds", "0"]) == 0, "rebuilt, not rerun"
+    assert (seeded / "table1.csv").read_bytes() == (tables / "table1.csv").read_bytes()
+    assert (tables / "seeds" / "table4.csv").exists()
 
     # Unchanged inputs: nothing reruns. Then the figures rebuild from saved results alone.
     stamp = (run_dir / "01_sft" / "eval_post.json").stat().st_mtime_ns

@@ -291,3 +291,5 @@ def test_seeds_run_into_their_own_folders_sharing_what_they_can(tmp_path: Path, 
 def test_seeds_need_a_seed(tmp_path: Path, chain: Path, capsys) -> None:
     assert _run(_params(tmp_path), chain, "--seeds") == 2
     assert "no seeds to run" in capsys.readouterr().err
+    assert cli.main(["figures", str(_params(tmp_path)), "--seeds"]) == 2
+    assert "no seeds to rebuild" in capsys.readouterr().err

@@ -91,16 +91,29 @@ def _figures(args: argparse.Namespace) -> None:
     from trustrepair import report, runner
 
     params = load_params(args.params)
-    for path in report.build_all(params):
-        print(path)
-    stale = {step: state for step, state in runner.status(params, Path(args.notebooks)).items()
-             if state.startswith("stale")}
+    seeded = args.seeds is not None
+    runs = [params.seeded(s) for s in args.seeds or params.seeds] if seeded else [params]
+    if seeded and not runs:
+        raise ValueError(f"no seeds to rebuild: pass --seeds S ... or list them as `seeds:` "
+                         f"in {params.name}'s params file")
+    stale = {}
+    for run in runs:
+        for path in report.build_all(run):
+            print(display_path(path))
+        where = f"{display_path(run.run_dir())} " if seeded else ""
+        stale |= {where + step: state
+                  for step, state in runner.status(run, Path(args.notebooks)).items()
+                  if state.startswith("stale")}
+    if seeded:
+        for path in report.build_seed_tables(params, runs):
+            print(display_path(path))
     for step, state in stale.items():
         print(f"{step}: {state}; its tables and figures may be left from an earlier run",
               file=sys.stderr)
     if stale:
+        command = f"trustrepair run {args.params}" + (" --seeds" if seeded else "")
         raise RuntimeError(f"results of {len(stale)} steps are missing or out of date: run "
-                           f"`trustrepair run {args.params}` first")
+                           f"`{command}` first")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_sft)
     p = sub.add_parser("figures", help="rebuild tables and figures from saved results")
     p.add_argument("params")
+    p.add_argument("--seeds", nargs="*", type=int, metavar="S",
+                   help="rebuild each seed's run under runs/<name>/seed-<S>/ instead, and the "
+                        "tables over seeds (no S: the params' `seeds`)")
     p.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)
     p.set_defaults(func=_figures)
     args = parser.parse_args(argv)
