@@ -113,10 +113,9 @@ def test_smoke_chain_end_to_end(tmp_path: Path, capsys) -> None:
     assert cli.main(["run", str(params_file), "--only", "03", "--force"]) == 0
     assert saved.stat().st_mtime_ns != before[0], "recomputed and written again"
     assert json.loads(saved.read_text())["subsets"] == before[1], "deterministic picks"
-    (tmp_path / "tables" / name / "table1_pre_post.csv").unlink()
+    (tables / "table1_pre_post.csv").unlink()
     assert cli.main(["figures", str(params_file)]) == 0
-    pd.testing.assert_frame_equal(
-        pd.read_csv(tmp_path / "tables" / name / "table1_pre_post.csv"), table)
+    pd.testing.assert_frame_equal(pd.read_csv(tables / "table1_pre_post.csv"), table)
 
 
 def _check_model_steps(tmp_path: Path, name: str) -> pd.DataFrame:

@@ -92,10 +92,8 @@ def _figures(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     seeded = args.seeds is not None
-    runs = [params.seeded(s) for s in args.seeds or params.seeds] if seeded else [params]
-    if seeded and not runs:
-        raise ValueError(f"no seeds to rebuild: pass --seeds S ... or list them as `seeds:` "
-                         f"in {params.name}'s params file")
+    runs = (runner.seeded_runs(params, args.seeds or list(params.seeds), "rebuild") if seeded
+            else [params])
     stale = {}
     for run in runs:
         for path in report.build_all(run):

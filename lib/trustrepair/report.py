@@ -97,8 +97,9 @@ def _with_spreads(frame: pd.DataFrame) -> pd.DataFrame:
     that does not exist (one seed) leaves the mean alone."""
     shown = frame.copy()
     for col in frame.columns:
-        name, std = col.removesuffix("_mean"), col.removesuffix("_mean") + "_std"
-        if col.endswith("_mean") and std in frame.columns:
+        name = col.removesuffix("_mean")
+        std = f"{name}_std"
+        if name != col and std in frame.columns:
             fmt = _format_of(name)
             shown[col] = [fmt % m if pd.isna(s) else f"{fmt % m} ± {fmt.replace('+', '') % s}"
                           for m, s in zip(frame[col], frame[std], strict=True)]
@@ -879,8 +880,8 @@ def seed_summary(runs: list[Params], stem: str) -> pd.DataFrame:
     grouped = every.groupby(keys, sort=False)
     stats = grouped[[c for c in CHANGES if c in every]].agg(["mean", "std"])
     stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
-    better = (every.delta_logodds_ci_high < 0).groupby([every[k] for k in keys], sort=False)
-    return stats.assign(better_in=better.sum(), seeds=grouped.size()).reset_index()
+    better = grouped.delta_logodds_ci_high.agg(lambda high: int((high < 0).sum()))
+    return stats.assign(better_in=better, seeds=grouped.size()).reset_index()
 
 
 def build_seed_tables(params: Params, runs: list[Params]) -> list[Path]:

@@ -122,20 +122,25 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
                          f"or stop it") from None
 
 
+def seeded_runs(params: Params, seeds: list[int], doing: str) -> list[Params]:
+    """Each seed's params (:meth:`Params.seeded`); an empty list is refused with what to
+    pass, since it would silently do nothing."""
+    if not seeds:
+        raise ValueError(f"no seeds to {doing}: pass --seeds S ... or list them as `seeds:` "
+                         f"in {params.name}'s params file")
+    return [params.seeded(seed) for seed in seeds]
+
+
 def run_seeds(params: Params, notebook_dir: Path, seeds: list[int], **options) -> list[Params]:
     """:func:`run` once per seed of ``seeds`` (:meth:`Params.seeded`); returns each seed's
     params. A seed's run copies every step whose key matches one of ``params``'s own run,
     if there is one, else of the first seed's: so with ``seed_scope: attribution`` SFT
     runs at most once, and the run's own seed costs nothing."""
-    if not seeds:
-        raise ValueError(f"no seeds to run: pass --seeds S ... or list them as `seeds:` in "
-                         f"{params.name}'s params file")
     done: list[Params] = []
-    for seed in seeds:
-        seeded = params.seeded(seed)
+    for seeded in seeded_runs(params, seeds, "run"):
         source = (params.run_dir() if (params.run_dir() / MANIFEST).exists()
                   else done[0].run_dir() if done else None)
-        print(f"== seed {seed}: {display_path(seeded.run_dir())}", flush=True)
+        print(f"== seed {seeded.seed}: {display_path(seeded.run_dir())}", flush=True)
         run(seeded, notebook_dir, reuse=source, **options)
         done.append(seeded)
     return done
