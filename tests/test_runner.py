@@ -192,6 +192,9 @@ def test_status_and_figures_tell_a_stale_step(tmp_path: Path, chain: Path, capsy
     assert cli.main(["figures", str(params), "--notebooks", str(chain)]) == 2
     err = capsys.readouterr().err
     assert "01_write: stale" in err and "trustrepair run" in err
+    assert cli.main(["figures", str(params), "--seeds", "3", "--notebooks", str(chain)]) == 2
+    assert f"`trustrepair run {params} --seeds 3` first" in capsys.readouterr().err, \
+        "the command to run names the seeds asked for"
 
 
 def test_ctrl_c_in_a_step_is_one_line_and_marks_it(tmp_path: Path, chain: Path, capsys,

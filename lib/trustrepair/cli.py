@@ -109,7 +109,8 @@ def _figures(args: argparse.Namespace) -> None:
         print(f"{step}: {state}; its tables and figures may be left from an earlier run",
               file=sys.stderr)
     if stale:
-        command = f"trustrepair run {args.params}" + (" --seeds" if seeded else "")
+        command = " ".join(["trustrepair", "run", args.params]
+                           + (["--seeds", *map(str, args.seeds)] if seeded else []))
         raise RuntimeError(f"results of {len(stale)} steps are missing or out of date: run "
                            f"`{command}` first")
 
