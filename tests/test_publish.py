@@ -19,7 +19,9 @@ from .conftest import ROOT
 from .test_pipeline import _params_file
 
 REPORTS = ROOT / "reports"
-PUBLISHED_CONFIGS = sorted(p.name for p in REPORTS.glob("*") if p.is_dir())
+# Each published run: reports/<config>/ and, after `make seeds`, reports/<config>/seeds/seed-<s>/,
+# named by their path under reports/, which is also their tables' path under tables/.
+PUBLISHED_RUNS = sorted(str(p.parent.relative_to(REPORTS)) for p in REPORTS.glob("**/01_sft.ipynb"))
 
 
 @pytest.fixture(scope="module")
@@ -167,13 +169,13 @@ def _shown_equals(shown: list[list[str]], table: pd.DataFrame) -> bool:
                and all(map(same, row[1:], table.iloc[int(row[0])])) for row in shown)
 
 
-@pytest.mark.parametrize("config", PUBLISHED_CONFIGS)
-def test_published_notebooks_show_the_committed_tables(config: str) -> None:
+@pytest.mark.parametrize("run", PUBLISHED_RUNS)
+def test_published_notebooks_show_the_committed_tables(run: str) -> None:
     """Each table a published notebook shows is the CSV it names, or the one CSV with
     its columns: the reports and tables/ come from the same run."""
-    tables = {path.stem: pd.read_csv(path) for path in (ROOT / "tables" / config).glob("*.csv")}
+    tables = {path.stem: pd.read_csv(path) for path in (ROOT / "tables" / run).glob("*.csv")}
     checked = set()
-    for path in sorted((REPORTS / config).glob("*.ipynb")):
+    for path in sorted((REPORTS / run).glob("*.ipynb")):
         for cell in nbformat.read(path, as_version=4).cells:
             named = re.findall(r'"(\w+)\.csv"', cell.source) if cell.cell_type == "code" else []
             for output in cell.get("outputs", []):
@@ -185,13 +187,13 @@ def test_published_notebooks_show_the_committed_tables(config: str) -> None:
                 if len(stems) == 1:
                     assert stems[0] in tables, f"{path.name} reads {stems[0]}.csv, not in tables/"
                     assert _shown_equals(rows, tables[stems[0]]), (
-                        f"{path.name} shows a {stems[0]} other than tables/{config}/"
+                        f"{path.name} shows a {stems[0]} other than tables/{run}/"
                         f"{stems[0]}.csv")
                     checked.add(stems[0])
-    assert checked, f"reports/{config} shows none of the tables in tables/{config}"
-    if (REPORTS / config / "04_repair.ipynb").exists():
-        assert "table1" in checked, f"reports/{config}/04_repair.ipynb shows no Table 1"
+    assert checked, f"reports/{run} shows none of the tables in tables/{run}"
+    if (REPORTS / run / "04_repair.ipynb").exists():
+        assert "table1" in checked, f"reports/{run}/04_repair.ipynb shows no Table 1"
 
 
-# Collects no case until reports/ holds a published config: `make paper` writes it.
-test_published_notebooks_show_the_committed_tables.__test__ = bool(PUBLISHED_CONFIGS)
+# Collects no case until reports/ holds a published run: `make paper` writes it.
+test_published_notebooks_show_the_committed_tables.__test__ = bool(PUBLISHED_RUNS)
