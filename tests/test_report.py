@@ -262,14 +262,16 @@ def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
     params = smoke_params(tmp_path)
     runs = [params.seeded(s) for s in (0, 1, 2)]
     for run, shift in zip(runs, (0.0, 1.0, 2.0), strict=True):
-        pd.DataFrame({"aspect": ["truthfulness", "truthfulness"], "method": ["ours", "random"],
-                      "delta_logodds": [-0.1 - shift, 0.0],
-                      "delta_logodds_ci_low": [-0.2 - shift, -0.1],
-                      "delta_logodds_ci_high": [shift - 0.5, 0.1],
-                      "rel_change_logodds": [10.0 + shift, shift],
-                      "rel_change_ppl": [-1.0, -0.5 * shift]}).to_csv(
+        draw = f"random_seed{run.seed}"  # one random draw, named by its own seed
+        pd.DataFrame({"aspect": ["truthfulness"] * 3, "method": ["ours", "random", draw],
+                      "delta_logodds": [-0.1 - shift, 0.0, 0.0],
+                      "delta_logodds_ci_low": [-0.2 - shift, -0.1, -0.1],
+                      "delta_logodds_ci_high": [shift - 0.5, 0.1, 0.1],
+                      "rel_change_logodds": [10.0 + shift, shift, shift],
+                      "rel_change_ppl": [-1.0, -0.5 * shift, -0.5 * shift]}).to_csv(
             _mkdir(run.tables_dir()) / "table4.csv", index=False)
     table = seed_summary(runs, "table4").set_index("method")
+    assert list(table.index) == ["ours", "random"], "a draw's row does not compare across seeds"
     assert table.loc["ours", "rel_change_logodds_mean"] == pytest.approx(11.0)
     assert table.loc["ours", "rel_change_logodds_std"] == pytest.approx(1.0)
     assert table.loc["ours", "delta_logodds_mean"] == pytest.approx(-1.1)

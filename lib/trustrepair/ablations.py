@@ -38,7 +38,7 @@ from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
 from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
-from trustrepair.results import reported_beta
+from trustrepair.results import random_draw_name, reported_beta
 from trustrepair.selection import load_subsets
 from trustrepair.sft import sft_into
 from trustrepair.steps import ABLATIONS, SELECTION, TRAINED
@@ -54,7 +54,7 @@ leaves out: S itself, and as many random samples (the control for SFT noise)."""
 def random_draws(n: int, k: int, seed: int, draws: int) -> dict[str, list[int]]:
     """Method name -> k of the n SFT samples drawn at random with seed ``seed + i``, for
     i < ``draws``; the first is step 03's random subset, the one Table 4 always used."""
-    return {f"random_seed{seed + i}": dpp.random_k(n, k, seed + i) for i in range(draws)}
+    return {random_draw_name(seed + i): dpp.random_k(n, k, seed + i) for i in range(draws)}
 
 
 def ranker_subsets(exp: Experiment, rankers: Sequence[str],

@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from trustrepair.artifacts import atomic_path, read_json, write_text
 from trustrepair.aspects import ASPECTS, aspect_label
 from trustrepair.params import Params, display_path
-from trustrepair.results import Subsets, reported_beta
+from trustrepair.results import Subsets, is_random_draw, reported_beta
 from trustrepair.steps import (
     ABLATIONS,
     ATTRIBUTION,
@@ -418,11 +418,15 @@ def repair_table(pre: dict, post: dict, repaired: dict[str, dict],
     return pd.DataFrame(rows)
 
 
+_CHANGES = ("delta_logodds = F_ours - F_post (negative = better); rel_change_* = "
+            "100 (Post - Ours) / |Post| in % (positive = better).")
+"""How a caption defines the change columns."""
+
+
 def _interval_note(params: Params) -> str:
     """Caption sentences saying what the changes and the bracketed intervals are."""
     b = bootstrap_of(params)
-    return (" delta_logodds = F_ours - F_post (negative = better); rel_change_* = "
-            "100 (Post - Ours) / |Post| in % (positive = better)."
+    return (f" {_CHANGES}"
             f" Brackets: {100 * b.confidence:g} % paired bootstrap interval ({b.resamples} "
             f"resamples of the test triples and HH test dialogues, the same for both models).")
 
@@ -873,10 +877,14 @@ SEED_TABLES = {"table1": ("aspect",), "table2": ("aspect",), "table4": ("aspect"
 def seed_summary(runs: list[Params], stem: str) -> pd.DataFrame:
     """Mean and sample standard deviation over the seeds' ``stem`` tables of each change of
     :data:`CHANGES` they have, per row (aspect, and method where the table has one), and
-    ``better_in``: in how many seeds the 95 % interval of ΔF_j lies wholly below zero,
-    which is what "holds across seeds" means for a row."""
+    ``better_in``: in how many seeds the interval of ΔF_j lies wholly below zero, which is
+    what "holds across seeds" means for a row. Single random draws are left out: each is
+    named by its own seed, which differs between runs, so only their mean (``random``)
+    compares across seeds."""
     keys = list(SEED_TABLES[stem])
     every = pd.concat([read_table(p, stem) for p in runs])
+    if "method" in every:
+        every = every[~every.method.map(is_random_draw)]
     grouped = every.groupby(keys, sort=False)
     stats = grouped[[c for c in CHANGES if c in every]].agg(["mean", "std"])
     stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
@@ -893,9 +901,11 @@ def build_seed_tables(params: Params, runs: list[Params]) -> list[Path]:
             print(f"skipping {stem} over seeds: not every seed has it")
             continue
         paths += write_table(seed_summary(runs, stem), params.tables_dir() / "seeds", stem,
-                             caption=f"{params.name}: relative change (%) against Post-SFT, mean "
-                                     f"and standard deviation over seeds {seeds} "
-                                     f"(seed_scope: {params.seed_scope}).")
+                             caption=f"{params.name}: changes against Post-SFT, mean ± standard "
+                                     f"deviation over seeds {seeds} (seed_scope: "
+                                     f"{params.seed_scope}). {_CHANGES} better_in: the seeds "
+                                     f"whose {100 * bootstrap_of(params).confidence:g} % paired "
+                                     f"bootstrap interval of delta_logodds lies below 0.")
     return paths
 
 

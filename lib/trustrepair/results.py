@@ -45,6 +45,19 @@ class Subsets:
         return {target: by_selector[selector] for target, by_selector in self.indices.items()}
 
 
+_RANDOM_DRAW = "random_seed"
+"""How step 05 names each random subset it repairs with: this, then the draw's seed."""
+
+
+def random_draw_name(seed: int) -> str:
+    return f"{_RANDOM_DRAW}{seed}"
+
+
+def is_random_draw(method: str) -> bool:
+    """Whether a table row is one random draw; the ``random`` row is their mean."""
+    return method.startswith(_RANDOM_DRAW)
+
+
 def reported_beta(params: Params) -> float:
     """β of the repair the tables report: ``repair.beta`` when fixed, else step 04's choice."""
     if params.repair.beta is not None:
