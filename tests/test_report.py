@@ -256,13 +256,14 @@ def test_the_tradeoff_marks_the_reported_beta_and_each_matched_point(tmp_path) -
 
 def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
     from trustrepair.report import build_seed_tables, seed_summary
+    from trustrepair.results import random_draw_name
 
     from .conftest import smoke_params
 
     params = smoke_params(tmp_path)
     runs = [params.seeded(s) for s in (0, 1, 2)]
     for run, shift in zip(runs, (0.0, 1.0, 2.0), strict=True):
-        draw = f"random_seed{run.seed}"  # one random draw, named by its own seed
+        draw = random_draw_name(run.seed)  # one random draw, named by its own seed
         pd.DataFrame({"aspect": ["truthfulness"] * 3, "method": ["ours", "random", draw],
                       "delta_logodds": [-0.1 - shift, 0.0, 0.0],
                       "delta_logodds_ci_low": [-0.2 - shift, -0.1, -0.1],

@@ -55,7 +55,7 @@ def random_draws(n: int, k: int, seed: int, draws: int) -> dict[str, list[int]]:
     """Method name -> k of the n SFT samples drawn at random with seed ``seed + i``, for
     i < ``draws``; the first is step 03's random subset, the one Table 4 always used. Runs
     whose seeds differ by less than ``draws`` therefore share draws (seeds 0, 1, 2 with 3
-    draws each: 5 distinct subsets), which the README's 3-seed results state."""
+    draws each: 5 distinct subsets)."""
     return {random_draw_name(seed + i): dpp.random_k(n, k, seed + i) for i in range(draws)}
 
 
