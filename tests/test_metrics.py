@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 from datasets import Dataset
 
+from trustrepair import metrics as metrics_module
+from trustrepair import shared_prompts
+from trustrepair.aspects import ASPECTS
+from trustrepair.data.trust import load_trust
 from trustrepair.metrics import (
     IGNORE,
     collate,
@@ -161,3 +166,63 @@ def test_pooled_features_do_not_depend_on_the_batch(tiny_lm, tokenizer) -> None:
                                          batch_size=5)
     assert alone.shape == (len(PAIRS), tiny_lm.config.hidden_size)
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def _scored_alone(model, tokenizer, prompts, responses) -> torch.Tensor:
+    """Each sequence in a batch of its own, prompt included: scoring before any sharing."""
+    values = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        batch = collate([encode(tokenizer, prompt, response, max_length=256)],
+                        tokenizer.pad_token_id)
+        with torch.no_grad():
+            values.append(response_logprobs(model, batch)[0].double())
+    return torch.cat(values)
+
+
+@pytest.mark.parametrize("aspect", list(ASPECTS))
+def test_each_aspect_scores_as_if_every_sequence_ran_alone(tiny_lm, tokenizer, fixture_data,
+                                                           aspect, monkeypatch) -> None:
+    """Distinct sequences scored once and repeated prompts run once change no value: the
+    fixture triples, with some triples twice and extra responses on a shared prompt. In
+    float64, so that what is compared is the computation, not float32 rounding."""
+    model = copy.deepcopy(tiny_lm).double()
+    triples = load_trust(aspect, fixture_data)
+    rows = [*triples.select(range(min(12, len(triples)))), *triples.select(range(3))]
+    shared = rows[0]["prompt"]
+    rows += [{"prompt": shared, "proponent": " people are kind", "opponent": rows[1]["opponent"]},
+             {"prompt": shared, "proponent": rows[0]["proponent"], "opponent": " the cat"}]
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "proponent", "opponent")}
+                              for r in rows])
+    prompted = shared_prompts.response_logits_on_shared_prompts
+    ran = []
+    monkeypatch.setattr(metrics_module, "response_logits_on_shared_prompts",
+                        lambda *a, **kw: ran.append(len(a[1])) or prompted(*a, **kw))
+    got = trust_logodds(model, tokenizer, data, batch_size=4).per_triple
+    assert ran and ran[0] >= 4  # the repeated prompts did go through the shared path
+    expected = (_scored_alone(model, tokenizer, data["prompt"], data["opponent"])
+                - _scored_alone(model, tokenizer, data["prompt"], data["proponent"]))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_distinct_sequences_are_scored_once(tiny_lm, tokenizer, monkeypatch) -> None:
+    prompts, responses = zip(*PAIRS, strict=True)
+    scored = []
+    plain = metrics_module.response_logprobs
+    monkeypatch.setattr(metrics_module, "can_share_prompts", lambda model: False)
+    monkeypatch.setattr(metrics_module, "response_logprobs",
+                        lambda model, batch, normalized: scored.append(len(batch["input_ids"]))
+                        or plain(model, batch, normalized))
+    twice = sequence_logprobs(tiny_lm, tokenizer, prompts * 3, responses * 3, batch_size=4)
+    assert sum(scored) == len(PAIRS)
+    torch.testing.assert_close(twice, _scored_alone(tiny_lm, tokenizer, prompts * 3,
+                                                    responses * 3), atol=1e-6, rtol=0)
+
+
+def test_perplexity_terms_are_unchanged_by_shared_prompts(tiny_lm, tokenizer) -> None:
+    """HH dialogues with a repeated prompt (and EOS): each dialogue's NLL as alone."""
+    dialogues = Dataset.from_list([{"prompt": p, "response": r} for p, r in PAIRS]
+                                  + [{"prompt": PAIRS[0][0], "response": " no"}])
+    nll = response_nll(tiny_lm, tokenizer, dialogues, batch_size=3)
+    for value, row in zip(nll.nll, dialogues, strict=True):
+        total, _ = _by_hand(tiny_lm, tokenizer, row["prompt"], row["response"] + "</s>")
+        assert value.item() == pytest.approx(-total, rel=1e-6, abs=1e-5)

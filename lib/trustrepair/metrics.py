@@ -9,6 +9,7 @@ follows it and positions stay 0..L-1, so a score does not depend on the batch it
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair import prefix
 from trustrepair.models import split_lm_head
+from trustrepair.shared_prompts import can_share_prompts, response_logits_on_shared_prompts
 
 IGNORE = -100
 
@@ -99,7 +101,13 @@ def response_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor],
 
     Differentiable; with ``normalized`` the log-prob is the mean over response tokens.
     """
-    logits, labels, mask = response_logits(model, batch)
+    return _summed_logprobs(*response_logits(model, batch), normalized)
+
+
+def _summed_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                     normalized: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``mask``, the log-prob of its labelled tokens (their mean when
+    ``normalized``) and their number, from the logits at those tokens."""
     logprobs = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
     token_lp = logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     # Back to [B, L-1] and summed per row: deterministic, unlike an index_add on CUDA.
@@ -124,20 +132,51 @@ def length_sorted_batches(encoded: Sequence[dict[str, list[int]]], batch_size: i
 def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]]],
                        pad_token_id: int, batch_size: int, normalized: bool,
                        desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score encoded examples batch by batch, returned in input order."""
+    """Score encoded examples batch by batch, returned in input order.
+
+    Each distinct sequence is scored once (a stereotype is the opponent of several
+    triples), and where a whole model scores responses to a repeated prompt, that prompt
+    runs once (:mod:`trustrepair.shared_prompts`). Either way a sequence gets the value it
+    would get alone, up to float rounding.
+    """
     device = next(model.parameters()).device
-    scores = torch.empty(len(encoded), dtype=torch.float64)
-    counts = torch.empty(len(encoded), dtype=torch.long)
+    distinct: dict[tuple[tuple[int, ...], int], int] = {}
+    for e in encoded:
+        distinct.setdefault((tuple(e["input_ids"]), _prompt_length(e)), len(distinct))
+    position = torch.tensor([distinct[(tuple(e["input_ids"]), _prompt_length(e))]
+                             for e in encoded], dtype=torch.long)
+    unique = [{"input_ids": list(ids), "labels": [IGNORE] * n + list(ids[n:])}
+              for ids, n in distinct]
+    prompts = Counter(ids[:n] for ids, n in distinct if n > 0)
+    shared = ([i for i, (ids, n) in enumerate(distinct) if n > 0 and prompts[ids[:n]] > 1]
+              if can_share_prompts(model) else [])
+    alone = sorted(set(range(len(unique))) - set(shared))
+    scores = torch.empty(len(unique), dtype=torch.float64)
+    counts = torch.empty(len(unique), dtype=torch.long)
     was_training = model.training
     model.eval()
-    sequences = [e["input_ids"] for e in encoded]
-    with torch.no_grad(), prefix.filling(model, sequences, desc):
-        for idx, batch in length_sorted_batches(encoded, batch_size, pad_token_id, device, desc):
-            lp, n = response_logprobs(model, batch, normalized)
-            scores[idx] = lp.double().cpu()
-            counts[idx] = n.cpu()
+    with torch.no_grad():
+        if shared:
+            for rows, *logits in response_logits_on_shared_prompts(
+                    model, [unique[i]["input_ids"] for i in shared],
+                    [_prompt_length(unique[i]) for i in shared], batch_size, desc):
+                lp, n = _summed_logprobs(*logits, normalized)
+                idx = [shared[r] for r in rows]
+                scores[idx], counts[idx] = lp.double().cpu(), n.cpu()
+        rest = [unique[i] for i in alone]
+        with prefix.filling(model, [e["input_ids"] for e in rest], desc):
+            for rows, batch in length_sorted_batches(rest, batch_size, pad_token_id, device,
+                                                     desc):
+                lp, n = response_logprobs(model, batch, normalized)
+                idx = [alone[r] for r in rows]
+                scores[idx], counts[idx] = lp.double().cpu(), n.cpu()
     model.train(was_training)
-    return scores, counts
+    return scores[position], counts[position]
+
+
+def _prompt_length(example: dict[str, list[int]]) -> int:
+    """Tokens before the first scored (labelled) one."""
+    return next(i for i, label in enumerate(example["labels"]) if label != IGNORE)
 
 
 def sequence_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
