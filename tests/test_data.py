@@ -564,6 +564,32 @@ def test_empty_target_group_and_cut_off_row_are_counted(tmp_path: Path) -> None:
         f"{path}: dropped 1 of 80 rows as unusable (fewer fields than the header: 1)"]
 
 
+# files cut short
+
+def _cut_mid_line(path: Path, fraction: float = 0.6) -> None:
+    """Keep ``fraction`` of a CSV file's bytes, ending inside the line there, before the comma
+    of its last field (``Source`` for TruthfulQA), as a copy interrupted mid-line ends."""
+    raw = path.read_bytes()
+    line_end = raw.index(b"\n", int(fraction * len(raw)))
+    path.write_bytes(raw[: raw.rindex(b",", 0, line_end)])
+
+
+def test_a_csv_row_cut_before_a_column_the_loader_does_not_read_is_counted(
+        tmp_path: Path) -> None:
+    """The cut last row lacks only ``Source``, which no loader reads: it is unusable all the
+    same, since the file it ends is not whole."""
+    folder = data.write_fixture_data(tmp_path, n_questions=100)
+    path = folder / trust.TRUTHFULQA_FILENAME
+    _cut_mid_line(path)
+    rows = len(_csv_rows(path))
+    with pytest.warns(data.DataWarning) as caught:
+        triples = data.load_trust("truthfulness", folder)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: dropped 2 of {rows} rows as unusable (fewer fields than the header: 1, "
+        "no incorrect answer: 1)"]
+    assert len(triples) == rows - 2
+
+
 # real files
 
 @pytest.fixture(scope="module")

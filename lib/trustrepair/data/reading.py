@@ -123,8 +123,10 @@ def require_columns(drops: Drops, found: Sequence[str], columns: Sequence[str]) 
 def read_csv(path: Path, columns: Sequence[str], drops: Drops) -> list[tuple[int, dict[str, str]]]:
     """The rows of a CSV file with their positions, once its header holds ``columns``.
 
-    A row with fewer fields than the header is counted in ``drops`` and left out; positions
-    still count it, so the ids a loader derives from them do not depend on what was dropped.
+    A row with fewer fields than the header is counted in ``drops`` and left out, even when
+    only a column the loader does not read is missing: that is how a file cut mid-line ends.
+    Positions still count it, so the ids a loader derives from them do not depend on what
+    was dropped.
     """
     reader = csv.DictReader(open_text(path, drops.filename, newline=""))
     try:
@@ -138,7 +140,7 @@ def read_csv(path: Path, columns: Sequence[str], drops: Drops) -> list[tuple[int
     drops.rows = len(rows)
     kept = []
     for position, row in enumerate(rows):
-        if any(row[name] is None for name in columns):
+        if any(value is None for value in row.values()):
             drops.drop("fewer fields than the header")
         else:
             kept.append((position, row))
