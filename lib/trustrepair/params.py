@@ -144,6 +144,12 @@ class DataParams(_Section):
     runs over several seeds keep it fixed, so every seed is scored on the same items."""
     fixtures: bool = False
     """Generate small synthetic data in the paper's schemas instead of reading real data."""
+    verify: bool = Field(True, exclude_if=lambda v: v is True)
+    """Refuse a file of the offline mirror whose SHA-256 differs from the published copy's
+    (:mod:`trustrepair.data.published`): a damaged copy would change every result without
+    a word. False reads a deliberately modified dataset; the run record still says that it
+    is not the published file. Left out of dumps at its default, so existing step keys
+    stay valid."""
     hh: HHParams = HHParams()
     trust: TrustParams = TrustParams()
 

@@ -3,12 +3,14 @@
 HH comes as the SFT set (planted dialogues included), a validation set for choosing β and a
 test set; each trust aspect as train (attribution queries), validation and test triples.
 Where the data come from (the local mirror, the hub, or generated fixtures for a smoke run)
-is resolved here, once.
+is resolved here, once, and every local file read is recorded (``provenance``).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
@@ -32,6 +34,11 @@ class RunData:
             return str(folder)
         return None
 
+    @property
+    def verify(self) -> bool:
+        """Refuse mirror files that are not the published ones; generated fixtures are not."""
+        return self.params.data.verify and not self.params.data.fixtures
+
     @cached_property
     def hh(self) -> DatasetDict:
         """SFT corpus, columns id, prompt, response: ``train`` (the SFT set, the first
@@ -39,7 +46,8 @@ class RunData:
         the train dialogues outside the SFT set, for choosing β) and ``test``."""
         p = self.params.data.hh
         splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
-                              seed=self.params.data.seed, max_test=p.max_test)
+                              seed=self.params.data.seed, max_test=p.max_test,
+                              verify=self.verify)
         every = splits["train"]
         n_sft = min(len(every), p.max_train or len(every))
         splits["train"] = every.select(range(n_sft))
@@ -62,7 +70,7 @@ class RunData:
         for aspect in p.aspects:
             triples = data.load_trust(aspect, p.source or self.data_source,
                                       seed=self.params.data.seed, bias_split=p.bias_split,
-                                      ethics_pairing=p.ethics_pairing)
+                                      ethics_pairing=p.ethics_pairing, verify=self.verify)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
                                       seed=self.params.data.seed)
             try:
@@ -106,6 +114,19 @@ class RunData:
                          f"{len(splits['validation'])} validation / {len(splits['test'])} test "
                          f"triples")
         return lines
+
+    def provenance(self) -> list[dict[str, Any]]:
+        """Every local file this run reads, once (data from the hub is not listed): file,
+        size, SHA-256, rows, usable rows and whether it is the published file. Loads the data
+        first, so the usable rows are those its loaders counted."""
+        self.hh, self.trust  # noqa: B018 (loaded on first access)
+        hh, trust = self.params.data.hh, self.params.data.trust
+        sources = [data.resolve_source(hh.source or self.data_source, filename=data.HH_FILENAME,
+                                       hub_id=data.HH_HUB_ID)]
+        sources += [data.trust_source(aspect, trust.source or self.data_source)
+                    for aspect in trust.aspects]
+        return [data.provenance(path)
+                for path in dict.fromkeys(sources) if isinstance(path, Path)]
 
     def trust_test(self) -> dict[str, Dataset]:
         return {aspect: splits["test"] for aspect, splits in self.trust.items()}
