@@ -100,6 +100,13 @@ def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
         load_params(tmp_path / "loop.yaml")
 
 
+@pytest.mark.parametrize("text", ["", "# to be written\n"])
+def test_an_empty_params_file_says_it_is_empty(tmp_path: Path, text: str) -> None:
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=r"p.yaml is empty: write the params in it"):
+        load_params(tmp_path / "p.yaml")
+
+
 def test_relative_output_paths_resolve_against_the_repository() -> None:
     p = load_params("params/smoke.yaml")
     assert p.run_dir() == ROOT / "runs" / "smoke"

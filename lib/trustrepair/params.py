@@ -574,9 +574,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ParamsError(f"params file {path} not found: pass a YAML file such as "
                           f"params/default.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    if raw is None:
+        raise ParamsError(f"{path} is empty: write the params in it, e.g. `extends:` the path "
+                          f"of params/default.yaml and the settings that differ")
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
     parent = raw.pop("extends", None)
