@@ -694,6 +694,17 @@ def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
     assert out.count("NOT the published file") == 1 and out.count(", the published file") == 3
 
 
+def test_a_source_that_does_not_exist_names_its_params_field(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / hh.HH_FILENAME
+    run_data = RunData(smoke_params(tmp_path, **{"data.hh.source": str(missing)}))
+    with pytest.raises(data.DataNotFoundError) as caught:
+        run_data.hh  # noqa: B018 (loads on access)
+    message = str(caught.value)
+    assert message.startswith(f"data.hh.source: {hh.HH_FILENAME} not found at {missing}, "
+                              "where the source given points")
+    assert "set TRUST_DATA_DIR" not in message
+
+
 @pytest.mark.skipif(not (REAL_DATA / hh.HH_FILENAME).is_file(),
                     reason=f"offline data mirror not found at {REAL_DATA}")
 def test_the_published_values_are_the_mirrors(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ is resolved here, once, and every local file read is recorded (``provenance``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -45,9 +47,10 @@ class RunData:
         ``max_train`` train dialogues), ``validation`` (a seeded ``data.hh.validation`` of
         the train dialogues outside the SFT set, for choosing β) and ``test``."""
         p = self.params.data.hh
-        splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
-                              seed=self.params.data.seed, max_test=p.max_test,
-                              verify=self.verify)
+        with _blaming("data.hh.source", p.source):
+            splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
+                                  seed=self.params.data.seed, max_test=p.max_test,
+                                  verify=self.verify)
         every = splits["train"]
         n_sft = min(len(every), p.max_train or len(every))
         splits["train"] = every.select(range(n_sft))
@@ -68,9 +71,10 @@ class RunData:
         p = self.params.data.trust
         out = {}
         for aspect in p.aspects:
-            triples = data.load_trust(aspect, p.source or self.data_source,
-                                      seed=self.params.data.seed, bias_split=p.bias_split,
-                                      ethics_pairing=p.ethics_pairing, verify=self.verify)
+            with _blaming("data.trust.source", p.source):
+                triples = data.load_trust(aspect, p.source or self.data_source,
+                                          seed=self.params.data.seed, bias_split=p.bias_split,
+                                          ethics_pairing=p.ethics_pairing, verify=self.verify)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
                                       seed=self.params.data.seed)
             try:
@@ -143,3 +147,14 @@ class RunData:
                 for column in ("prompt", "proponent", "opponent"):
                     texts.extend(splits[split][column])
         return texts
+
+
+@contextmanager
+def _blaming(field: str, source: str | None) -> Iterator[None]:
+    """A source the params name but that does not exist is that field's fault: say so."""
+    try:
+        yield
+    except data.DataNotFoundError as err:
+        if source is None:
+            raise
+        raise data.DataNotFoundError(f"{field}: {err}") from None
