@@ -23,7 +23,7 @@ def test_every_registered_aspect_has_a_loader_and_a_label() -> None:
 
 def test_a_loader_for_an_unregistered_aspect_fails_at_once() -> None:
     with pytest.raises(ValueError, match="unknown trust aspect 'honesty'.*trustrepair.aspects"):
-        trust_loader("honesty")
+        trust_loader("honesty", "honesty.csv", "org/honesty")
 
 
 @pytest.fixture()
@@ -64,7 +64,7 @@ def test_an_unknown_aspect_in_params_names_the_registry(tmp_path: Path) -> None:
 def test_every_aspect_plants_from_its_fixture_triples(name: str, fixture_data: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.DataWarning)
-        triples = data.load_trust(name, fixture_data)
+        triples = data.load_trust(name, fixture_data, verify=False)
     planted = plant_dialogues({name: triples}, per_aspect=2, seed=0)
     assert len(planted) == 2
     assert all(row["response"].startswith(tuple(triples["opponent"])) for row in planted)

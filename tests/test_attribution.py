@@ -19,8 +19,9 @@ from trustrepair.prefix import PrefixCache
 
 @pytest.fixture(scope="module")
 def small_data(fixture_data):
-    train = load_hh(fixture_data, test_fraction=0.2).get("train").select(range(24))
-    triples = split_trust(load_trust("truthfulness", fixture_data), test_fraction=0.2)["train"]
+    train = load_hh(fixture_data, test_fraction=0.2, verify=False).get("train").select(range(24))
+    triples = split_trust(load_trust("truthfulness", fixture_data, verify=False),
+                          test_fraction=0.2)["train"]
     return train, triples.select(range(12))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -22,10 +23,14 @@ import datasets
 import pytest
 from datasets import Dataset, DatasetDict
 
-from trustrepair import data
+from trustrepair import cli, data
 from trustrepair.aspects import ASPECT_TABLE
 from trustrepair.data import hh, trust
+from trustrepair.data.published import PublishedFile
 from trustrepair.data.sources import DATA_DIR_ENV
+from trustrepair.run_data import RunData
+
+from .conftest import smoke_params
 
 AMBIENT_DATA_DIR = os.environ.get(DATA_DIR_ENV)  # read before _no_ambient_data_dir clears it
 REAL_DATA = Path(AMBIENT_DATA_DIR or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -159,7 +164,7 @@ def test_fixture_data_is_deterministic_and_in_the_mirror_schema(tmp_path: Path) 
 def test_load_hh_drops_bad_rows_and_splits_deterministically(fixture_dir: Path, capsys) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", data.DataWarning)  # 1 row in 120: said, not warned
-        splits = data.load_hh(fixture_dir, test_fraction=0.25, seed=0)
+        splits = data.load_hh(fixture_dir, test_fraction=0.25, seed=0, verify=False)
     assert "dropped 1 of 120 rows as unusable (empty last assistant turn: 1)" in \
         capsys.readouterr().out
     n = len(splits["train"]) + len(splits["test"])
@@ -168,15 +173,15 @@ def test_load_hh_drops_bad_rows_and_splits_deterministically(fixture_dir: Path, 
     assert len(splits["test"]) == round(0.25 * n)
     assert all(p.endswith(hh.ASSISTANT_TAG) for p in splits["train"]["prompt"])
     assert all(r.startswith(" ") and r.strip() for r in splits["train"]["response"])
-    again = data.load_hh(fixture_dir, test_fraction=0.25, seed=0)
+    again = data.load_hh(fixture_dir, test_fraction=0.25, seed=0, verify=False)
     assert again["test"]["id"] == splits["test"]["id"]
-    other = data.load_hh(fixture_dir, test_fraction=0.25, seed=1)
+    other = data.load_hh(fixture_dir, test_fraction=0.25, seed=1, verify=False)
     assert other["test"]["id"] != splits["test"]["id"]
 
 
 def test_load_hh_caps_take_a_prefix_of_the_same_split(fixture_dir: Path) -> None:
-    full = data.load_hh(fixture_dir, seed=5)
-    capped = data.load_hh(fixture_dir, seed=5, max_train=10, max_test=3)
+    full = data.load_hh(fixture_dir, seed=5, verify=False)
+    capped = data.load_hh(fixture_dir, seed=5, max_train=10, max_test=3, verify=False)
     assert capped["train"]["id"] == full["train"]["id"][:10]
     assert capped["test"]["id"] == full["test"]["id"][:3]
 
@@ -234,23 +239,25 @@ def _assert_anti_stereotype_pairing(ds: Dataset, rows: list[dict[str, str]]) -> 
 
 def test_trust_loaders_on_fixtures(fixture_dir: Path) -> None:
     with pytest.warns(data.DataWarning, match=r"1 of 40 rows .*\(no incorrect answer: 1\)"):
-        truth = data.load_trust("truthfulness", fixture_dir)
+        truth = data.load_trust("truthfulness", fixture_dir, verify=False)
     assert len(truth) == 40 - 1  # one question has no incorrect answer
     assert truth[0]["prompt"] == truth[0]["group"] + "\n\nAnswer:"
     ethics_rows = _csv_rows(fixture_dir / trust.ETHICS_FILENAME)
-    ethics = data.load_trust("machine_ethics", fixture_dir)
+    ethics = data.load_trust("machine_ethics", fixture_dir, verify=False)
     _assert_minimal_pairs(ethics, ethics_rows)
     assert set(ethics["prompt"]) == {trust.MACHINE_ETHICS_PROMPT}
-    random_pairs = data.load_trust("machine_ethics", fixture_dir, ethics_pairing="random")
+    random_pairs = data.load_trust("machine_ethics", fixture_dir, ethics_pairing="random",
+                                   verify=False)
     short = [r["label"] for r in ethics_rows if r["is_short"] == "True"]
     assert len(random_pairs) == min(short.count("0"), short.count("1")) > len(ethics)
     bias_rows = _csv_rows(fixture_dir / trust.STEREOTYPE_FILENAME)
-    bias = data.load_trust("stereotypical_bias", fixture_dir)
+    bias = data.load_trust("stereotypical_bias", fixture_dir, verify=False)
     _assert_anti_stereotype_pairing(bias, bias_rows)
     assert set(bias["stratum"]) == {r["target_group"] for r in bias_rows}
     assert set(bias["group"]) == {f"{r['stereotype_topic']}|{r['target_group']}"
                                   for r in bias_rows}
-    by_template = data.load_trust("stereotypical_bias", fixture_dir, bias_split="template")
+    by_template = data.load_trust("stereotypical_bias", fixture_dir, bias_split="template",
+                                  verify=False)
     assert set(by_template["group"]) == {r["stereotype_template"] for r in bias_rows}
     assert set(by_template["stratum"]) == {""}
     for ds in (truth, ethics, random_pairs, bias, by_template):
@@ -260,7 +267,8 @@ def test_trust_loaders_on_fixtures(fixture_dir: Path) -> None:
 def test_fixture_triple_counts_match_the_plan(fixture_dir: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.DataWarning)
-        counts = {aspect: len(data.load_trust(aspect, fixture_dir)) for aspect in data.ASPECTS}
+        counts = {aspect: len(data.load_trust(aspect, fixture_dir, verify=False))
+                  for aspect in data.ASPECTS}
     assert counts == {name: entry.fixture_triples for name, entry in ASPECT_TABLE.items()}
 
 
@@ -282,18 +290,18 @@ def test_minimal_pairs_rule() -> None:
 
 
 def test_machine_ethics_pairing_depends_on_the_seed_only_when_random(fixture_dir: Path) -> None:
-    first = data.load_trust("machine_ethics", fixture_dir, seed=0, ethics_pairing="random")
-    again = data.load_trust("machine_ethics", fixture_dir, seed=0, ethics_pairing="random")
-    other = data.load_trust("machine_ethics", fixture_dir, seed=1, ethics_pairing="random")
-    assert again["id"] == first["id"] and other["id"] != first["id"]
-    pairs = data.load_trust("machine_ethics", fixture_dir, seed=0)
-    assert data.load_trust("machine_ethics", fixture_dir, seed=1)["id"] == pairs["id"]
+    def pairs(seed: int, pairing: str) -> list[str]:
+        return data.load_trust("machine_ethics", fixture_dir, seed=seed, ethics_pairing=pairing,
+                               verify=False)["id"]
+
+    assert pairs(0, "random") == pairs(0, "random") != pairs(1, "random")
+    assert pairs(0, "minimal_pairs") == pairs(1, "minimal_pairs")
 
 
 @pytest.mark.parametrize("loading", LOADINGS)
 def test_split_trust_is_grouped_and_deterministic(fixture_dir: Path, loading: str) -> None:
     aspect, options = LOADINGS[loading]
-    ds = data.load_trust(aspect, fixture_dir, **options)
+    ds = data.load_trust(aspect, fixture_dir, **options, verify=False)
     splits = data.split_trust(ds, test_fraction=0.2, seed=0)
     _assert_grouped_split(ds, splits, 0.2)
     assert data.split_trust(ds, test_fraction=0.2, seed=0)["test"]["id"] == splits["test"]["id"]
@@ -322,11 +330,11 @@ def test_split_trust_refuses_an_empty_side() -> None:
 
 def test_unknown_aspect_and_settings_list_the_valid_ones(fixture_dir: Path) -> None:
     with pytest.raises(ValueError, match="stereotypical_bias"):
-        data.load_trust("toxicity", fixture_dir)
+        data.load_trust("toxicity", fixture_dir, verify=False)
     with pytest.raises(ValueError, match="'group', 'template'"):
-        data.load_trust("stereotypical_bias", fixture_dir, bias_split="topic")
+        data.load_trust("stereotypical_bias", fixture_dir, bias_split="topic", verify=False)
     with pytest.raises(ValueError, match="'minimal_pairs', 'random'"):
-        data.load_trust("machine_ethics", fixture_dir, ethics_pairing="nearest")
+        data.load_trust("machine_ethics", fixture_dir, ethics_pairing="nearest", verify=False)
 
 
 def test_topic_without_anti_stereotypes_fails_clearly(tmp_path: Path) -> None:
@@ -336,7 +344,7 @@ def test_topic_without_anti_stereotypes_fails_clearly(tmp_path: Path) -> None:
         writer.writerow(["stereotype_topic", "target_group", "stereotype_template", "user_prompt"])
         writer.writerow(["gardening", "Zorvians", "[target_group] wilt.", "Zorvians wilt."])
     with pytest.raises(ValueError, match="'gardening'.*ANTI_STEREOTYPES"):
-        data.load_trust("stereotypical_bias", tmp_path)
+        data.load_trust("stereotypical_bias", tmp_path, verify=False)
 
 
 HEDGES = ("no", "not", "cannot", "never", "nor", "none", "most", "mostly", "many", "some",
@@ -407,12 +415,14 @@ def test_hub_split_without_a_column_names_the_hub_id(monkeypatch: pytest.MonkeyP
 
 # damaged files
 
-LOADERS: dict[str, Callable[[Path], object]] = {
-    hh.HH_FILENAME: lambda folder: data.load_hh(folder),
-    trust.TRUTHFULQA_FILENAME: lambda folder: data.load_trust("truthfulness", folder),
-    trust.ETHICS_FILENAME: lambda folder: data.load_trust("machine_ethics", folder),
-    trust.STEREOTYPE_FILENAME: lambda folder: data.load_trust("stereotypical_bias", folder),
+LOADERS: dict[str, Callable[..., object]] = {
+    hh.HH_FILENAME: data.load_hh,
+    trust.TRUTHFULQA_FILENAME: lambda folder, **kw: data.load_trust("truthfulness", folder, **kw),
+    trust.ETHICS_FILENAME: lambda folder, **kw: data.load_trust("machine_ethics", folder, **kw),
+    trust.STEREOTYPE_FILENAME: lambda folder, **kw: data.load_trust("stereotypical_bias", folder,
+                                                                    **kw),
 }
+"""Mirror file -> ``(folder, verify=...)``: load the data that the file of that folder holds."""
 
 
 def _edit_hh(path: Path, edit: Callable[[int, str], str]) -> None:
@@ -445,7 +455,7 @@ def test_hh_with_every_second_line_truncated_fails_with_the_counts(tmp_path: Pat
     path = folder / hh.HH_FILENAME
     _edit_hh(path, lambda at, line: line[: len(line) // 2] if at % 2 else line)
     with pytest.raises(data.DataError) as caught:
-        data.load_hh(folder)
+        data.load_hh(folder, verify=False)
     _assert_one_sentence(caught.value, path)
     assert "60 of 120 rows are unusable (unparseable JSON line: 60), more than the 5%" in str(
         caught.value)
@@ -458,7 +468,7 @@ def test_a_few_unusable_hh_lines_warn_with_the_count_per_reason(tmp_path: Path) 
               30: lambda line: json.dumps({"chosen": "\n\nHuman: Anyone there?"})}
     _edit_hh(path, lambda at, line: broken[at](line) if at in broken else line)
     with pytest.warns(data.DataWarning) as caught:
-        splits = data.load_hh(folder)
+        splits = data.load_hh(folder, verify=False)
     assert [str(w.message) for w in caught] == [
         f"{path}: dropped 4 of 120 rows as unusable (unparseable JSON line: 1, "
         "no 'chosen' transcript: 1, no assistant turn: 1, empty last assistant turn: 1)"]
@@ -475,12 +485,12 @@ def test_empty_truthfulqa_answers_are_counted(tmp_path: Path, n_empty: int) -> N
     counts = f"(empty best answer: {n_empty}, no incorrect answer: 1)"
     if n_empty == 3:
         with pytest.warns(data.DataWarning) as caught:
-            assert len(data.load_trust("truthfulness", folder)) == 96
+            assert len(data.load_trust("truthfulness", folder, verify=False)) == 96
         assert [str(w.message) for w in caught] == [
             f"{path}: dropped 4 of 100 rows as unusable {counts}"]
     else:
         with pytest.raises(data.DataError, match=r"21 of 100 rows are unusable") as caught:
-            data.load_trust("truthfulness", folder)
+            data.load_trust("truthfulness", folder, verify=False)
         _assert_one_sentence(caught.value, path)
         assert counts in str(caught.value)
 
@@ -497,7 +507,7 @@ def test_missing_column_names_the_column_and_the_file(
     path = folder / filename
     _edit_csv(path, lambda at, row: {k: v for k, v in row.items() if k != column})
     with pytest.raises(data.DataError) as caught:
-        LOADERS[filename](folder)
+        LOADERS[filename](folder, verify=False)
     _assert_one_sentence(caught.value, path)
     assert f"has no column {column!r} (found: " in str(caught.value)
 
@@ -527,7 +537,7 @@ def test_unreadable_file_fails_with_one_sentence(
     path = folder / filename
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(data.DataError, match=problem) as caught:
-        LOADERS[filename](folder)
+        LOADERS[filename](folder, verify=False)
     _assert_one_sentence(caught.value, path)
 
 
@@ -538,12 +548,12 @@ def test_bad_ethics_labels_are_counted_drops(tmp_path: Path) -> None:
     path = folder / trust.ETHICS_FILENAME
     _edit_csv(path, lambda at, row: {**row, "label": "2"} if at == 5 else row)
     with pytest.warns(data.DataWarning) as caught:
-        data.load_trust("machine_ethics", folder)
+        data.load_trust("machine_ethics", folder, verify=False)
     assert [str(w.message) for w in caught] == [
         f"{path}: dropped 1 of 80 rows as unusable (label not 0 or 1: 1)"]
     _edit_csv(path, lambda at, row: {**row, "label": ("right", "wrong")[at % 2]})
     with pytest.raises(data.DataError, match=r"80 of 80 rows .*\(label not 0 or 1: 80\)") as err:
-        data.load_trust("machine_ethics", folder)
+        data.load_trust("machine_ethics", folder, verify=False)
     _assert_one_sentence(err.value, path)
 
 
@@ -552,16 +562,176 @@ def test_empty_target_group_and_cut_off_row_are_counted(tmp_path: Path) -> None:
     path = folder / trust.STEREOTYPE_FILENAME
     _edit_csv(path, lambda at, row: {**row, "target_group": " "} if at == 3 else row)
     with pytest.warns(data.DataWarning) as caught:
-        assert len(data.load_trust("stereotypical_bias", folder)) == (24 - 1) * 3
+        assert len(data.load_trust("stereotypical_bias", folder, verify=False)) == (24 - 1) * 3
     assert [str(w.message) for w in caught] == [
         f"{path}: dropped 1 of 24 rows as unusable (empty target group: 1)"]
     path = folder / trust.ETHICS_FILENAME
     cut_off = path.read_text(encoding="utf-8").rstrip().rsplit(",", 2)[0]  # no is_short, edited
     path.write_text(cut_off, encoding="utf-8")
     with pytest.warns(data.DataWarning) as caught:
-        data.load_trust("machine_ethics", folder)
+        data.load_trust("machine_ethics", folder, verify=False)
     assert [str(w.message) for w in caught] == [
         f"{path}: dropped 1 of 80 rows as unusable (fewer fields than the header: 1)"]
+
+
+# published copies
+
+def _publish(monkeypatch: pytest.MonkeyPatch, path: Path, rows: int, usable_rows: int) -> None:
+    """Make ``path``, as it is now, the published file of its name for this test."""
+    monkeypatch.setitem(data.PUBLISHED, path.name, PublishedFile(
+        path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest(), rows, usable_rows))
+
+
+def _cut_mid_line(path: Path, fraction: float = 0.6) -> None:
+    """Keep ``fraction`` of a CSV file's bytes, ending inside the line there, before the comma
+    of its last field (``Source`` for TruthfulQA), as a copy interrupted mid-line ends."""
+    raw = path.read_bytes()
+    line_end = raw.index(b"\n", int(fraction * len(raw)))
+    path.write_bytes(raw[: raw.rindex(b",", 0, line_end)])
+
+
+def _halve_hh(path: Path) -> int:
+    """Keep the first half of a gzipped JSON-lines file's lines and gzip it again, a valid
+    gzip file; returns the lines kept."""
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8").splitlines(keepends=True)
+    kept = lines[: len(lines) // 2]
+    path.write_bytes(gzip.compress("".join(kept).encode("utf-8")))
+    return len(kept)
+
+
+def test_a_csv_row_cut_before_a_column_the_loader_does_not_read_is_counted(
+        tmp_path: Path) -> None:
+    """The cut last row lacks only ``Source``, which no loader reads: it is unusable all the
+    same, since the file it ends is not whole."""
+    folder = data.write_fixture_data(tmp_path, n_questions=100)
+    path = folder / trust.TRUTHFULQA_FILENAME
+    _cut_mid_line(path)
+    rows = len(_csv_rows(path))
+    with pytest.warns(data.DataWarning) as caught:
+        triples = data.load_trust("truthfulness", folder, verify=False)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: dropped 2 of {rows} rows as unusable (fewer fields than the header: 1, "
+        "no incorrect answer: 1)"]
+    assert len(triples) == rows - 2
+
+
+def test_a_file_that_is_not_the_published_copy_is_refused_unless_told(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = data.write_fixture_data(tmp_path, n_questions=100)
+    path = folder / trust.TRUTHFULQA_FILENAME
+    _publish(monkeypatch, path, rows=100, usable_rows=99)
+    assert len(data.load_trust("truthfulness", folder)) == 99  # the published file reads
+    _cut_mid_line(path)
+    rows = len(_csv_rows(path))
+    with pytest.raises(data.DataError) as caught:
+        data.load_trust("truthfulness", folder)
+    assert str(caught.value) == (
+        f"{path} is not the published {path.name} (its SHA-256 differs): it holds {rows} rows, "
+        f"{rows - 2} usable, where the published file holds 100, 99 usable: replace it with "
+        f"{path.name} from the offline data mirror (see the shared data README), or set "
+        "data.verify: false to read a deliberately modified copy")
+    with pytest.warns(data.DataWarning, match="fewer fields than the header: 1"):
+        assert len(data.load_trust("truthfulness", folder, verify=False)) == rows - 2
+
+
+def test_hh_cut_in_half_and_gzipped_again_is_refused(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid gzip file whose every line parses: only the checksum shows the missing half."""
+    folder = data.write_fixture_data(tmp_path)
+    path = folder / hh.HH_FILENAME
+    _publish(monkeypatch, path, rows=120, usable_rows=119)
+    kept = _halve_hh(path)
+    with pytest.raises(data.DataError, match=(
+            rf"is not the published {re.escape(path.name)} \(its SHA-256 differs\): it holds "
+            rf"{kept} rows, {kept} usable, where the published file holds 120, 119 usable")):
+        data.load_hh(folder)
+    assert len(data.load_hh(folder, verify=False)["train"]) > 0
+
+
+def test_a_file_under_another_name_is_read_unchecked(tmp_path: Path) -> None:
+    folder = data.write_fixture_data(tmp_path)
+    own = tmp_path / "my-questions.csv"
+    (folder / trust.TRUTHFULQA_FILENAME).rename(own)
+    with pytest.warns(data.DataWarning, match="no incorrect answer: 1"):
+        assert len(data.load_trust("truthfulness", own)) == 39
+    assert data.provenance(own)["published"] is False
+    with pytest.raises(data.DataError, match="is not the published"):
+        data.load_trust("machine_ethics", folder)  # a fixture under the mirror's name
+
+
+def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``data.verify: false`` in the params lets a run read a modified mirror file; ``validate
+    --data`` and the run record name each input file and whether it is the published one."""
+    folder = data.write_fixture_data(tmp_path / "mirror", n_questions=100)
+    for name in (hh.HH_FILENAME, trust.ETHICS_FILENAME, trust.STEREOTYPE_FILENAME):
+        _publish(monkeypatch, folder / name, rows=0, usable_rows=0)
+    _publish(monkeypatch, folder / trust.TRUTHFULQA_FILENAME, rows=100, usable_rows=99)
+    _cut_mid_line(folder / trust.TRUTHFULQA_FILENAME)
+    sources = {"data.fixtures": False, "data.hh.source": str(folder),
+               "data.trust.source": str(folder)}
+    with pytest.raises(data.DataError, match="data.verify: false"):
+        RunData(smoke_params(tmp_path, **sources)).trust  # noqa: B018 (loads on access)
+    params = smoke_params(tmp_path, **sources, **{"data.verify": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.DataWarning)
+        files = {Path(f["file"]).name: f for f in RunData(params).provenance()}
+    rows = len(_csv_rows(folder / trust.TRUTHFULQA_FILENAME))
+    assert files[trust.TRUTHFULQA_FILENAME] == {
+        "file": str(folder / trust.TRUTHFULQA_FILENAME),
+        "size": (folder / trust.TRUTHFULQA_FILENAME).stat().st_size,
+        "sha256": hashlib.sha256((folder / trust.TRUTHFULQA_FILENAME).read_bytes()).hexdigest(),
+        "rows": rows, "usable_rows": rows - 2, "published": False}
+    assert files[hh.HH_FILENAME]["published"] and files[hh.HH_FILENAME]["usable_rows"] == 119
+    assert len(files) == 4
+    (tmp_path / "params.yaml").write_text(params.to_yaml())
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.DataWarning)
+        assert cli.main(["validate", str(tmp_path / "params.yaml"), "--data"]) == 0
+    out = capsys.readouterr().out
+    assert f"{trust.TRUTHFULQA_FILENAME}: {rows} rows, {rows - 2} usable, sha256 " in out
+    assert out.count("NOT the published file") == 1 and out.count(", the published file") == 3
+
+
+def test_a_source_that_does_not_exist_names_its_params_field(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / hh.HH_FILENAME
+    run_data = RunData(smoke_params(tmp_path, **{"data.hh.source": str(missing)}))
+    with pytest.raises(data.DataNotFoundError) as caught:
+        run_data.hh  # noqa: B018 (loads on access)
+    message = str(caught.value)
+    assert message.startswith(f"data.hh.source: {hh.HH_FILENAME} not found at {missing}, "
+                              "where the source given points")
+    assert "set TRUST_DATA_DIR" not in message
+
+
+@pytest.mark.skipif(not (REAL_DATA / hh.HH_FILENAME).is_file(),
+                    reason=f"offline data mirror not found at {REAL_DATA}")
+def test_the_published_values_are_the_mirrors(tmp_path: Path) -> None:
+    """Each entry is its mirror file; a loader gets the usable rows the entry states; and the
+    damage that once passed in silence, on the real files, is refused."""
+    for name, published in data.PUBLISHED.items():
+        record = data.provenance(REAL_DATA / name)
+        assert (record["size"], record["sha256"], record["published"]) == (
+            published.size, published.sha256, True), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.DataWarning)
+        data.load_hh(REAL_DATA)
+        for aspect in data.ASPECTS:
+            data.load_trust(aspect, REAL_DATA)
+    for name in (hh.HH_FILENAME, *(trust.TRUST_FILES[a][0] for a in data.ASPECTS)):
+        record = data.provenance(REAL_DATA / name)
+        assert (record["rows"], record["usable_rows"]) == (
+            data.PUBLISHED[name].rows, data.PUBLISHED[name].usable_rows), name
+    for name in (hh.HH_FILENAME, trust.TRUTHFULQA_FILENAME):
+        (tmp_path / name).write_bytes((REAL_DATA / name).read_bytes())
+    _cut_mid_line(tmp_path / trust.TRUTHFULQA_FILENAME)
+    with pytest.raises(data.DataError, match=r"where the published file holds 817, 817 usable"):
+        data.load_trust("truthfulness", tmp_path)
+    kept = _halve_hh(tmp_path / hh.HH_FILENAME)
+    with pytest.raises(data.DataError, match=(
+            rf"holds {kept:,} rows, .* where the published file holds 2,312, 2,308 usable")):
+        data.load_hh(tmp_path)
 
 
 # real files

@@ -100,20 +100,28 @@ def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
         load_params(tmp_path / "loop.yaml")
 
 
+@pytest.mark.parametrize("text", ["", "# to be written\n"])
+def test_an_empty_params_file_says_it_is_empty(tmp_path: Path, text: str) -> None:
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=r"p.yaml is empty: write the params in it"):
+        load_params(tmp_path / "p.yaml")
+
+
 def test_relative_output_paths_resolve_against_the_repository() -> None:
     p = load_params("params/smoke.yaml")
     assert p.run_dir() == ROOT / "runs" / "smoke"
 
 
-def test_a_setting_added_at_its_default_keeps_old_step_keys() -> None:
-    """sft.group_by_length arrived after runs existed: at its default it must not enter
-    the SFT key, or every saved run would look stale."""
+@pytest.mark.parametrize("section, field", [("sft", "group_by_length"), ("data", "verify")])
+def test_a_setting_added_at_its_default_keeps_old_step_keys(section: str, field: str) -> None:
+    """sft.group_by_length and data.verify arrived after runs existed: at their defaults
+    they must not enter the SFT key, or every saved run would look stale."""
     from trustrepair.steps import SFT, fingerprint, sections_through
 
     default = load_params(ROOT / "params/smoke.yaml")
-    assert "group_by_length" not in default.model_dump()["sft"]
-    off = load_params(ROOT / "params/smoke.yaml", **{"sft.group_by_length": False})
-    assert off.sft.group_by_length is False
+    assert field not in default.model_dump()[section]
+    off = load_params(ROOT / "params/smoke.yaml", **{f"{section}.{field}": False})
+    assert getattr(getattr(off, section), field) is False
     sections = sections_through(SFT)
     assert fingerprint(off, sections) != fingerprint(default, sections)
 

@@ -21,7 +21,7 @@ from trustrepair.uncertainty import Bootstrap
 
 @pytest.fixture(scope="module")
 def trust_train(fixture_data):
-    return {a: split_trust(load_trust(a, fixture_data))["train"]
+    return {a: split_trust(load_trust(a, fixture_data, verify=False))["train"]
             for a in ("truthfulness", "machine_ethics", "stereotypical_bias")}
 
 

@@ -12,8 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from trustrepair import cli, runner
+from trustrepair import cli, data, runner
 from trustrepair.artifacts import locked
+from trustrepair.data.trust import TRUST_FILES
 
 from .conftest import ROOT
 
@@ -87,6 +88,17 @@ def test_manifest_records_each_outputs_hash(tmp_path: Path, chain: Path) -> None
     assert set(outputs) == {"value.txt"}
     assert len(outputs["value.txt"]["sha256"]) == 64
     assert outputs["value.txt"]["size"] == len(_value(tmp_path))
+
+
+def test_manifest_records_the_data_files_read(tmp_path: Path, chain: Path) -> None:
+    """Each input file with its checksum and usable rows; generated fixtures are not the
+    published files."""
+    assert _run(_params(tmp_path), chain) == 0
+    files = _manifest(tmp_path)["data_files"]
+    assert sorted(Path(f["file"]).name for f in files) == sorted(
+        [data.HH_FILENAME, *(filename for filename, _hub_id in TRUST_FILES.values())])
+    assert not any(f["published"] for f in files)
+    assert all(len(f["sha256"]) == 64 and f["usable_rows"] > 0 for f in files)
 
 
 def test_a_missing_or_altered_output_reruns_and_recomputes_its_step(

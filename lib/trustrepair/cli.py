@@ -19,8 +19,23 @@ def _validate(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     print(params.to_yaml(), end="")
     if args.data:
-        for line in RunData(params).check_data():
+        run_data = RunData(params)
+        for line in run_data.check_data():
             print(line)
+        for record in run_data.provenance():
+            print(_describe_input(record))
+
+
+def _describe_input(record: dict) -> str:
+    """One line per input file: its rows, and whether it is the published copy."""
+    from trustrepair.data import PUBLISHED
+
+    path = Path(record["file"])
+    verdict = ("the published file" if record["published"]
+               else "NOT the published file" if path.name in PUBLISHED
+               else "a file of no published name, not checked")
+    return (f"{display_path(path)}: {record['rows']:,} rows, {record['usable_rows']:,} usable, "
+            f"sha256 {record['sha256'][:16]}, {verdict}")
 
 
 def _plan(args: argparse.Namespace) -> None:
@@ -45,9 +60,10 @@ def _run(args: argparse.Namespace) -> None:
     from trustrepair.run_data import RunData
 
     params = load_params(args.params)
-    RunData(params).check_data()
+    run_data = RunData(params)
+    run_data.check_data()
     options = {"only": args.only, "force": args.force, "overwrite": args.overwrite,
-               "params_source": Path(args.params)}
+               "params_source": Path(args.params), "data_files": run_data.provenance()}
     if args.seeds is None:
         runner.run(params, Path(args.notebooks), reuse=Path(args.reuse) if args.reuse else None,
                    **options)

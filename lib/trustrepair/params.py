@@ -144,6 +144,12 @@ class DataParams(_Section):
     runs over several seeds keep it fixed, so every seed is scored on the same items."""
     fixtures: bool = False
     """Generate small synthetic data in the paper's schemas instead of reading real data."""
+    verify: bool = Field(True, exclude_if=lambda v: v is True)
+    """Refuse a file of the offline mirror whose SHA-256 differs from the published copy's
+    (:mod:`trustrepair.data.published`): a damaged copy would change every result without
+    a word. False reads a deliberately modified dataset; the run record still says that it
+    is not the published file. Left out of dumps at its default, so existing step keys
+    stay valid."""
     hh: HHParams = HHParams()
     trust: TrustParams = TrustParams()
 
@@ -568,9 +574,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ParamsError(f"params file {path} not found: pass a YAML file such as "
                           f"params/default.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    if raw is None:
+        raise ParamsError(f"{path} is empty: write the params in it, e.g. `extends:` the path "
+                          f"of params/default.yaml and the settings that differ")
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
     parent = raw.pop("extends", None)

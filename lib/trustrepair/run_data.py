@@ -3,12 +3,16 @@
 HH comes as the SFT set (planted dialogues included), a validation set for choosing β and a
 test set; each trust aspect as train (attribution queries), validation and test triples.
 Where the data come from (the local mirror, the hub, or generated fixtures for a smoke run)
-is resolved here, once.
+is resolved here, once, and every local file read is recorded (``provenance``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
@@ -32,14 +36,21 @@ class RunData:
             return str(folder)
         return None
 
+    @property
+    def verify(self) -> bool:
+        """Refuse mirror files that are not the published ones; generated fixtures are not."""
+        return self.params.data.verify and not self.params.data.fixtures
+
     @cached_property
     def hh(self) -> DatasetDict:
         """SFT corpus, columns id, prompt, response: ``train`` (the SFT set, the first
         ``max_train`` train dialogues), ``validation`` (a seeded ``data.hh.validation`` of
         the train dialogues outside the SFT set, for choosing β) and ``test``."""
         p = self.params.data.hh
-        splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
-                              seed=self.params.data.seed, max_test=p.max_test)
+        with _blaming("data.hh.source", p.source):
+            splits = data.load_hh(p.source or self.data_source, test_fraction=p.test_fraction,
+                                  seed=self.params.data.seed, max_test=p.max_test,
+                                  verify=self.verify)
         every = splits["train"]
         n_sft = min(len(every), p.max_train or len(every))
         splits["train"] = every.select(range(n_sft))
@@ -60,9 +71,10 @@ class RunData:
         p = self.params.data.trust
         out = {}
         for aspect in p.aspects:
-            triples = data.load_trust(aspect, p.source or self.data_source,
-                                      seed=self.params.data.seed, bias_split=p.bias_split,
-                                      ethics_pairing=p.ethics_pairing)
+            with _blaming("data.trust.source", p.source):
+                triples = data.load_trust(aspect, p.source or self.data_source,
+                                          seed=self.params.data.seed, bias_split=p.bias_split,
+                                          ethics_pairing=p.ethics_pairing, verify=self.verify)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
                                       seed=self.params.data.seed)
             try:
@@ -107,6 +119,19 @@ class RunData:
                          f"triples")
         return lines
 
+    def provenance(self) -> list[dict[str, Any]]:
+        """Every local file this run reads, once (data from the hub is not listed): file,
+        size, SHA-256, rows, usable rows and whether it is the published file. Loads the data
+        first, so the usable rows are those its loaders counted."""
+        self.hh, self.trust  # noqa: B018 (loaded on first access)
+        hh, trust = self.params.data.hh, self.params.data.trust
+        sources = [data.resolve_source(hh.source or self.data_source, filename=data.HH_FILENAME,
+                                       hub_id=data.HH_HUB_ID)]
+        sources += [data.trust_source(aspect, trust.source or self.data_source)
+                    for aspect in trust.aspects]
+        return [data.provenance(path)
+                for path in dict.fromkeys(sources) if isinstance(path, Path)]
+
     def trust_test(self) -> dict[str, Dataset]:
         return {aspect: splits["test"] for aspect, splits in self.trust.items()}
 
@@ -122,3 +147,14 @@ class RunData:
                 for column in ("prompt", "proponent", "opponent"):
                     texts.extend(splits[split][column])
         return texts
+
+
+@contextmanager
+def _blaming(field: str, source: str | None) -> Iterator[None]:
+    """A source the params name but that does not exist is that field's fault: say so."""
+    try:
+        yield
+    except data.DataNotFoundError as err:
+        if source is None:
+            raise
+        raise data.DataNotFoundError(f"{field}: {err}") from None

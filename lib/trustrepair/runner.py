@@ -96,7 +96,8 @@ class RunRefused(RuntimeError):
 
 def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         force: bool = False, overwrite: bool = False, params_source: Path | None = None,
-        reuse: Path | None = None, kernel: str = "python3") -> dict:
+        reuse: Path | None = None, kernel: str = "python3",
+        data_files: list[dict] | None = None) -> dict:
     """Execute the notebooks for ``params``; returns the manifest it wrote.
 
     A step reruns when it did not finish, when its key changed, when an earlier step's
@@ -107,6 +108,8 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
     ``reuse`` names another run folder: a step that would run is copied from there instead
     when it finished there with the same key and the same upstream results (variants of
     a config share its SFT model this way). Only one run at a time may use a run folder.
+    ``data_files`` (``RunData.provenance``) goes into the manifest as the data this run
+    read; it enters no step key.
     """
     run_dir = params.run_dir()
     if reuse is not None and not (Path(reuse) / MANIFEST).exists():
@@ -116,7 +119,7 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         with locked(run_dir / "run.lock", holder="trustrepair run", wait=False):
             return _run_locked(params, notebook_dir, only=only, force=force,
                                overwrite=overwrite, params_source=params_source,
-                               reuse=reuse, kernel=kernel)
+                               reuse=reuse, kernel=kernel, data_files=data_files)
     except Locked as held:
         raise RunRefused(f"{display_path(run_dir)} is in use by {held}: wait for that run to end "
                          f"or stop it") from None
@@ -148,7 +151,7 @@ def run_seeds(params: Params, notebook_dir: Path, seeds: list[int], **options) -
 
 def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, force: bool,
                 overwrite: bool, params_source: Path | None, reuse: Path | None,
-                kernel: str) -> dict:
+                kernel: str, data_files: list[dict] | None) -> dict:
     run_dir = params.run_dir()
     manifest_path = run_dir / MANIFEST
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
@@ -157,6 +160,8 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
     params_file = write_text(run_dir / PARAMS_COPY, params.to_yaml())
     manifest.update(params=params.model_dump(mode="json"), params_file=source,
                     environment=environment_record())
+    if data_files is not None:
+        manifest["data_files"] = data_files
     selected = _select(notebooks(notebook_dir), only)
     keys = step_keys(params, notebook_dir)
     _check_upstream(manifest, keys, selected, params)

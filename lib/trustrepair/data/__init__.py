@@ -2,7 +2,8 @@
 
 from trustrepair.aspects import ASPECTS
 from trustrepair.data.fixtures import write_fixture_data
-from trustrepair.data.hh import load_hh, split_transcript
+from trustrepair.data.hh import HH_FILENAME, HH_HUB_ID, load_hh, split_transcript
+from trustrepair.data.published import PUBLISHED, provenance
 from trustrepair.data.reading import DataError, DataWarning
 from trustrepair.data.sources import DataNotFoundError, at_most, load_hub, resolve_source
 from trustrepair.data.stereotypes import ANTI_STEREOTYPES
@@ -14,6 +15,7 @@ from trustrepair.data.trust import (
     load_trust,
     load_truthfulness,
     split_trust,
+    trust_source,
 )
 
 __all__ = [
@@ -24,6 +26,9 @@ __all__ = [
     "DataNotFoundError",
     "DataWarning",
     "ETHICS_PAIRINGS",
+    "HH_FILENAME",
+    "HH_HUB_ID",
+    "PUBLISHED",
     "at_most",
     "load_hh",
     "load_hub",
@@ -31,8 +36,10 @@ __all__ = [
     "load_stereotypical_bias",
     "load_trust",
     "load_truthfulness",
+    "provenance",
     "resolve_source",
     "split_transcript",
     "split_trust",
+    "trust_source",
     "write_fixture_data",
 ]

@@ -53,17 +53,21 @@ def load_hh(
     seed: int = 0,
     max_train: int | None = None,
     max_test: int | None = None,
+    verify: bool = True,
 ) -> DatasetDict:
     """Train/test splits with columns ``id``, ``prompt``, ``response``.
 
     ``test_fraction`` and ``seed`` only apply to a local file (the hub has its own splits). The
     split does not depend on ``max_train``/``max_test``, which keep the first rows of each split.
+    ``verify`` refuses a local copy of the mirror file that is not the published one (see
+    ``Drops``).
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, not {test_fraction}")
     resolved = resolve_source(source, filename=HH_FILENAME, hub_id=HH_HUB_ID)
     if isinstance(resolved, Path):
-        splits = _split_local(_read_local(resolved), test_fraction=test_fraction, seed=seed)
+        splits = _split_local(_read_local(resolved, verify), test_fraction=test_fraction,
+                              seed=seed)
     else:
         splits = _read_hub()
     limits = {"train": max_train, "test": max_test}
@@ -73,10 +77,10 @@ def load_hh(
     })
 
 
-def _read_local(path: Path) -> list[dict[str, str]]:
+def _read_local(path: Path, verify: bool) -> list[dict[str, str]]:
     """Re-cut each "chosen" transcript; drop exact duplicates by design and count the lines
     that cannot be cut as unusable (``Drops`` warns or fails about those)."""
-    drops = Drops(path, HH_FILENAME)
+    drops = Drops(path, HH_FILENAME, verify)
     rows, seen = [], set()
     for position, line in enumerate(open_text(path, HH_FILENAME)):
         if not line.strip():

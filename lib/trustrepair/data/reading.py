@@ -3,7 +3,9 @@ that cannot be used.
 
 A loader must never shrink a dataset without a word: a damaged file (truncated lines, blanked
 fields) would otherwise change every result downstream. Each loader counts the rows it finds
-malformed, empty or invalid in a ``Drops`` tally, per reason, and reports it once: nothing when
+malformed, empty or invalid in a ``Drops`` tally, per reason, and reports it once. A file under
+a published name must first be the published file (see ``published``): a copy cut at a line
+break loses rows that no tally can see. Then the report is nothing when
 every row was usable, a printed line up to ``WARN_FRACTION`` (a real file's odd row: the HH
 mirror holds four transcripts that end in an empty assistant turn), a ``DataWarning`` above it,
 and a ``DataError`` past ``MAX_UNUSABLE_FRACTION``. Rows that a loader leaves out by design (a
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+
+from trustrepair.data.published import PUBLISHED, matches_published, record_tally
 
 WARN_FRACTION = 0.01
 MAX_UNUSABLE_FRACTION = 0.05
@@ -48,11 +52,13 @@ class Drops:
     """Unusable rows of one source, counted by reason, against the ``rows`` it holds.
 
     ``source`` (a path or a hub id) is what messages name; ``filename`` is the mirror file the
-    source stands for, named in the remedy.
+    source stands for, named in the remedy. ``verify`` refuses a local file under a published
+    name that is not the published file.
     """
 
     source: Path | str
     filename: str
+    verify: bool = True
     rows: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
@@ -62,8 +68,12 @@ class Drops:
     def report(self) -> None:
         """Say nothing, say what was dropped, warn, or fail: past ``MAX_UNUSABLE_FRACTION``
         the file is damaged or not the dataset, and results computed on what is left would not
-        be the paper's."""
+        be the paper's. A local file that is not the published one fails first."""
         dropped = sum(self.reasons.values())
+        if isinstance(self.source, Path):
+            record_tally(self.source, self.rows, self.rows - dropped)
+            if self.verify:
+                self._check_published(self.rows - dropped)
         if not dropped:
             return
         counts = ", ".join(f"{reason}: {n:,}" for reason, n in self.reasons.most_common())
@@ -77,6 +87,19 @@ class Drops:
             warnings.warn(message, DataWarning, stacklevel=2)
         else:
             print(message, flush=True)
+
+    def _check_published(self, usable: int) -> None:
+        path = Path(self.source)
+        published = PUBLISHED.get(path.name)
+        if published is None or matches_published(path):
+            return
+        expected = f"{published.rows:,}" + (
+            "" if published.usable_rows is None else f", {published.usable_rows:,} usable")
+        raise DataError(
+            f"{path} is not the published {path.name} (its SHA-256 differs): it holds "
+            f"{self.rows:,} rows, {usable:,} usable, where the published file holds {expected}: "
+            f"{remedy(path.name)}, or set data.verify: false to read a deliberately modified copy"
+        )
 
 
 def open_text(path: Path, filename: str, *, newline: str | None = None) -> io.StringIO:
@@ -123,8 +146,10 @@ def require_columns(drops: Drops, found: Sequence[str], columns: Sequence[str]) 
 def read_csv(path: Path, columns: Sequence[str], drops: Drops) -> list[tuple[int, dict[str, str]]]:
     """The rows of a CSV file with their positions, once its header holds ``columns``.
 
-    A row with fewer fields than the header is counted in ``drops`` and left out; positions
-    still count it, so the ids a loader derives from them do not depend on what was dropped.
+    A row with fewer fields than the header is counted in ``drops`` and left out, even when
+    only a column the loader does not read is missing: that is how a file cut mid-line ends.
+    Positions still count it, so the ids a loader derives from them do not depend on what
+    was dropped.
     """
     reader = csv.DictReader(open_text(path, drops.filename, newline=""))
     try:
@@ -138,7 +163,7 @@ def read_csv(path: Path, columns: Sequence[str], drops: Drops) -> list[tuple[int
     drops.rows = len(rows)
     kept = []
     for position, row in enumerate(rows):
-        if any(row[name] is None for name in columns):
+        if any(value is None for value in row.values()):
             drops.drop("fewer fields than the header")
         else:
             kept.append((position, row))

@@ -27,7 +27,8 @@ def resolve_source(
 
     An existing file is used as is; a folder must hold ``filename``; ``None`` means
     ``$TRUST_DATA_DIR/filename`` when that variable is set and the hub otherwise. A source equal
-    to ``hub_id`` also means the hub, so a params file may name the hub id explicitly.
+    to ``hub_id`` also means the hub, so a params file may name the hub id explicitly. A
+    source that leads to no file is blamed, not ``$TRUST_DATA_DIR``.
     """
     if source is None:
         data_dir = os.environ.get(DATA_DIR_ENV)
@@ -42,6 +43,12 @@ def resolve_source(
             path = path / filename
     if path.is_file():
         return path
+    if source is not None:
+        raise DataNotFoundError(
+            f"{filename} not found at {path}, where the source given points: point it at that "
+            f"file or a folder holding it, or leave it unset to read ${DATA_DIR_ENV} or "
+            f"download {hub_id!r} from the hub."
+        )
     raise DataNotFoundError(
         f"{filename} not found at {path}: set {DATA_DIR_ENV} to a folder holding {filename} "
         f"(see the shared data README) or unset it to download {hub_id!r} from the hub."

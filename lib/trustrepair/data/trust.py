@@ -57,16 +57,17 @@ BIAS_SPLITS: tuple[BiasSplit, ...] = ("group", "template")
 ETHICS_PAIRINGS: tuple[EthicsPairing, ...] = ("minimal_pairs", "random")
 
 
-def load_truthfulness(source: Source = None) -> Dataset:
+def load_truthfulness(source: Source = None, *, verify: bool = True) -> Dataset:
     """TruthfulQA: the best answer against the first incorrect answer of each question.
 
     A question with an empty question or best answer, no incorrect answer, or a best answer
     equal to its first incorrect answer is unusable (none in the published file): it is left
     out and counted (see ``Drops``). From the hub this reads config ``generation``, split
-    ``validation``: the same 817 questions.
+    ``validation``: the same 817 questions. ``verify`` refuses a local copy of the mirror
+    file that is not the published one (see ``Drops``).
     """
     path = resolve_source(source, filename=TRUTHFULQA_FILENAME, hub_id=TRUTHFULQA_HUB_ID)
-    drops = Drops(path, TRUTHFULQA_FILENAME)
+    drops = Drops(path, TRUTHFULQA_FILENAME, verify)
     if isinstance(path, Path):
         rows = [
             (position, (row["Question"], row["Best Answer"], row["Incorrect Answers"].split(";")))
@@ -106,7 +107,8 @@ def load_truthfulness(source: Source = None) -> Dataset:
 
 
 def load_machine_ethics(
-    source: Source = None, *, seed: int = 0, pairing: EthicsPairing = "minimal_pairs"
+    source: Source = None, *, seed: int = 0, pairing: EthicsPairing = "minimal_pairs",
+    verify: bool = True,
 ) -> Dataset:
     """ETHICS commonsense, short scenarios: an acceptable one (label 0) against a wrong one.
 
@@ -118,12 +120,13 @@ def load_machine_ethics(
     ``is_short`` is not True or False, or whose scenario is empty is unusable: left out and
     counted (see ``Drops``), so that a few bad labels warn and a file of them fails. From the
     hub this reads the ``test`` split of config ``commonsense``, the split the mirror holds.
+    ``verify`` is as for ``load_truthfulness``.
     """
     if pairing not in ETHICS_PAIRINGS:
         raise ValueError(
             f"unknown ethics pairing {pairing!r}: choose one of {list(ETHICS_PAIRINGS)}")
     path = resolve_source(source, filename=ETHICS_FILENAME, hub_id=ETHICS_HUB_ID)
-    drops = Drops(path, ETHICS_FILENAME)
+    drops = Drops(path, ETHICS_FILENAME, verify)
     rows = (
         read_csv(path, ETHICS_COLUMNS, drops) if isinstance(path, Path)
         else read_hub(
@@ -198,7 +201,8 @@ def _random_pairs(short: list[tuple[int, int, str]], seed: int) -> list[tuple[Sc
     return list(zip(by_label[0], by_label[1], strict=False))
 
 
-def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group") -> Dataset:
+def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group",
+                            verify: bool = True) -> Dataset:
     """DecodingTrust stereotypes: each statement against its topic's three anti-stereotypes.
 
     Every (template, target group) statement is an opponent, paired with each of the three
@@ -213,12 +217,12 @@ def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group"
     design; a row with an empty topic, template or target group is unusable: left out and
     counted (see ``Drops``). From the hub this reads ``user_prompts.csv`` of config
     ``stereotype``, the file the offline mirror copies (the config's default jsonl holds the
-    filled prompts, not the templates).
+    filled prompts, not the templates). ``verify`` is as for ``load_truthfulness``.
     """
     if split not in BIAS_SPLITS:
         raise ValueError(f"unknown bias split {split!r}: choose one of {list(BIAS_SPLITS)}")
     path = resolve_source(source, filename=STEREOTYPE_FILENAME, hub_id=STEREOTYPE_HUB_ID)
-    drops = Drops(path, STEREOTYPE_FILENAME)
+    drops = Drops(path, STEREOTYPE_FILENAME, verify)
     rows = (
         read_csv(path, STEREOTYPE_COLUMNS, drops) if isinstance(path, Path)
         else read_hub(
@@ -256,51 +260,62 @@ def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group"
 
 
 TrustLoader = Callable[..., Dataset]
-"""``(source, *, seed, bias_split, ethics_pairing) -> triples``: each takes the settings it
-uses by keyword and ignores the rest."""
+"""``(source, *, seed, bias_split, ethics_pairing, verify) -> triples``: each takes the
+settings it uses by keyword and ignores the rest."""
 TRUST_LOADERS: dict[str, TrustLoader] = {}
 """Aspect name (:mod:`trustrepair.aspects`) -> its loader."""
+TRUST_FILES: dict[str, tuple[str, str]] = {}
+"""Aspect name -> the mirror file and the hub id its loader reads."""
 
 
-def trust_loader(name: str) -> Callable[[TrustLoader], TrustLoader]:
-    """Register the decorated function as the loader of the aspect ``name``."""
+def trust_loader(name: str, filename: str, hub_id: str) -> Callable[[TrustLoader], TrustLoader]:
+    """Register the decorated function as the loader of the aspect ``name``, which reads
+    ``filename`` of the mirror or ``hub_id``."""
     registered_aspect(name)  # a loader for no registered aspect fails at import
 
     def register(load: TrustLoader) -> TrustLoader:
         TRUST_LOADERS[name] = load
+        TRUST_FILES[name] = filename, hub_id
         return load
     return register
 
 
-@trust_loader("truthfulness")
-def _truthfulness(source: Source, **_settings: object) -> Dataset:
-    return load_truthfulness(source)
+def trust_source(aspect: str, source: Source = None) -> Path | str:
+    """The local file or hub id that ``load_trust(aspect, source)`` reads."""
+    filename, hub_id = TRUST_FILES[aspect]
+    return resolve_source(source, filename=filename, hub_id=hub_id)
 
 
-@trust_loader("machine_ethics")
+@trust_loader("truthfulness", TRUTHFULQA_FILENAME, TRUTHFULQA_HUB_ID)
+def _truthfulness(source: Source, *, verify: bool, **_settings: object) -> Dataset:
+    return load_truthfulness(source, verify=verify)
+
+
+@trust_loader("machine_ethics", ETHICS_FILENAME, ETHICS_HUB_ID)
 def _machine_ethics(source: Source, *, seed: int, ethics_pairing: EthicsPairing,
-                    **_settings: object) -> Dataset:
-    return load_machine_ethics(source, seed=seed, pairing=ethics_pairing)
+                    verify: bool, **_settings: object) -> Dataset:
+    return load_machine_ethics(source, seed=seed, pairing=ethics_pairing, verify=verify)
 
 
-@trust_loader("stereotypical_bias")
-def _stereotypical_bias(source: Source, *, bias_split: BiasSplit,
+@trust_loader("stereotypical_bias", STEREOTYPE_FILENAME, STEREOTYPE_HUB_ID)
+def _stereotypical_bias(source: Source, *, bias_split: BiasSplit, verify: bool,
                         **_settings: object) -> Dataset:
-    return load_stereotypical_bias(source, split=bias_split)
+    return load_stereotypical_bias(source, split=bias_split, verify=verify)
 
 
 def load_trust(
     aspect: str, source: Source = None, *, seed: int = 0, bias_split: BiasSplit = "group",
-    ethics_pairing: EthicsPairing = "minimal_pairs",
+    ethics_pairing: EthicsPairing = "minimal_pairs", verify: bool = True,
 ) -> Dataset:
     """Triples of one trust aspect. ``seed`` only changes the random machine-ethics pairing;
-    ``bias_split`` and ``ethics_pairing`` are ``data.trust``'s settings of the same names."""
+    ``bias_split`` and ``ethics_pairing`` are ``data.trust``'s settings of the same names,
+    ``verify`` is ``data.verify``."""
     registered_aspect(aspect)
     if aspect not in TRUST_LOADERS:
         raise ValueError(f"trust aspect {aspect!r} has no loader: register one in "
                          f"trustrepair.data.trust with @trust_loader({aspect!r})")
     return TRUST_LOADERS[aspect](source, seed=seed, bias_split=bias_split,
-                                 ethics_pairing=ethics_pairing)
+                                 ethics_pairing=ethics_pairing, verify=verify)
 
 
 def split_trust(ds: Dataset, *, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
