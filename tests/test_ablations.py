@@ -3,10 +3,13 @@ retraining control, and how the random draws show in the tables."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from trustrepair import ablations, dpp, recovery
 from trustrepair.ablations import Ablations, random_draws, ranker_subsets, run_ablations
@@ -252,6 +255,43 @@ def test_the_baseline_grid_is_chosen_on_validation_data_only(run_dir: Path) -> N
         "the grid's points differ in cost"
 
 
+def test_a_grid_trains_each_learning_rate_once_and_test_reuses_the_matched_run(
+        run_dir: Path, monkeypatch) -> None:
+    """SGD baselines run once to the grid's most steps per lr (keeping the shorter point on
+    the way); DPO once per point; the matched point's test evaluation trains nothing. The
+    models it gives are those of separate runs, bit for bit."""
+    grid = {"lr": [1e-3, 1e-1], "steps": [1, 2]}
+    exp = _experiment(run_dir, **{"ablations.methods": ["ga", "dpo"], "ablations.retrain": False,
+                                  "ablations.baseline_grid": {"ga": grid, "dpo": grid},
+                                  "ablations.validation_triples": 4,
+                                  "ablations.validation_dialogues": 4,
+                                  "ablations.eval_triples": 4, "ablations.ppl_dialogues": 4})
+    trained = []
+    for method in ("ga", "dpo"):
+        train = ablations.TRAINERS[method]
+        monkeypatch.setitem(ablations.TRAINERS, method, lambda abl, aspect, train=train,
+                            method=method, **budget: trained.append(
+                                (method, aspect, budget["lr"], budget["steps"]))
+                            or train(abl, aspect, **budget))
+    abl = Ablations(exp)
+    aspects = list(exp.data.trust)[:1]
+    _, matched = ablations.tradeoff(abl, aspects, 0.01)
+    assert sorted(trained) == sorted([("ga", a, lr, 2) for a in aspects for lr in grid["lr"]]
+                                     + [("dpo", a, lr, n) for a in aspects
+                                        for lr in grid["lr"] for n in grid["steps"]])
+    trained.clear()
+    models = {(aspect, method): abl.baseline(method, aspect, point["lr"], point["steps"])
+              for aspect in aspects for method, point in matched[aspect].items()}
+    assert not trained, "a matched run was trained again"
+    for (aspect, method), model in models.items():
+        point = matched[aspect][method]
+        alone = ablations.TRAINERS[method](abl, aspect, lr=point["lr"], steps=point["steps"],
+                                           max_length=64, seed=0,
+                                           **({"cache": abl.prefix} if method == "ga" else {}))
+        assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(),
+                                                     alone.state_dict().values(), strict=True))
+
+
 def test_step_05_reports_each_baseline_at_its_matched_point(run_dir: Path, monkeypatch) -> None:
     def fake_evaluation(self, name, aspects, make_model, *, same_prefix=True, split="test"):
         # On validation, cost grows with lr; on test the reverse, so a choice made on test
@@ -292,13 +332,18 @@ def test_a_new_baseline_is_one_entry_and_its_trainer(monkeypatch: pytest.MonkeyP
     from trustrepair.baseline_registry import BASELINES, Baseline
 
     monkeypatch.setitem(BASELINES, "noop", Baseline("the post-SFT model itself",
-                                                    trains_through_prefix=True))
+                                                    trains_through_prefix=True,
+                                                    nested_steps=False))
     calls = []
     monkeypatch.setitem(TRAINERS, "noop", lambda abl, aspect, **budget: calls.append(
         (aspect, budget)) or abl.model)
     params = smoke_params(tmp_path, **{"ablations.methods": ["sga", "noop"]})
     assert params.ablations.methods == ("sga", "noop")
-    abl = SimpleNamespace(p=params, prefix="the cache", model="post-SFT")
-    assert Ablations.baseline(abl, "noop", "truthfulness", lr=0.1, steps=2) == "post-SFT"
+    abl = SimpleNamespace(p=params, prefix="the cache", model=nn.Sequential(nn.Linear(2, 2)),
+                          preconditioner=SimpleNamespace(modules=["0"]), _runs={})
+    abl._train = partial(Ablations._train, abl)
+    abl._tracked_weights = partial(Ablations._tracked_weights, abl)
+    model = Ablations.baseline(abl, "noop", "truthfulness", lr=0.1, steps=2)
+    assert torch.equal(model[0].weight, abl.model[0].weight) and model is not abl.model
     assert calls == [("truthfulness", {"lr": 0.1, "steps": 2, "max_length": 64, "seed": 0,
                                        "cache": "the cache"})]

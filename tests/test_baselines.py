@@ -114,6 +114,19 @@ def test_sga_is_seeded(tiny_lm, tokenizer, tmp_path) -> None:
     assert any(not torch.equal(runs[0][n], runs[2][n]) for n in runs[0])
 
 
+@pytest.mark.parametrize("method", ["ga", "sga", "ga_kl"])
+def test_a_runs_first_steps_are_the_shorter_run(method, tiny_lm, tokenizer, tmp_path) -> None:
+    """What lets step 05 train a grid's lr once for all its step counts: bit for bit."""
+    seen = {}
+    _run(method, tiny_lm, tokenizer, tmp_path, steps=3,
+         on_step=lambda n, trained: seen.setdefault(n, _state(trained)))
+    assert sorted(seen) == [1, 2, 3]
+    for n in (1, 2):
+        alone = _state(_run(method, tiny_lm, tokenizer, tmp_path, steps=n))
+        assert all(torch.equal(alone[name], seen[n][name]) for name in alone)
+    assert any(not torch.equal(seen[1][name], seen[2][name]) for name in seen[1])
+
+
 def test_zero_kl_weight_is_ga(tiny_lm, tokenizer, tmp_path) -> None:
     ga = _state(_run("ga", tiny_lm, tokenizer, tmp_path, steps=3))
     ga_kl = _state(_run("ga_kl", tiny_lm, tokenizer, tmp_path, steps=3, kl_weight=0.0))

@@ -22,11 +22,14 @@ read validation evaluations only.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from functools import cached_property, partial
 from typing import Literal
 
+import torch
 from datasets import Dataset
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
@@ -98,6 +101,8 @@ class Ablations:
                       for a, t in exp.data.trust_test().items()}
         self.hh_test = at_most(exp.data.hh["test"], p.ablations.ppl_dialogues, p.data.seed)
         self._gradients: dict[tuple[str, str], dict] = {}
+        self._runs: dict[tuple[str, str, float], dict[int, dict[str, torch.Tensor]]] = {}
+        """(method, aspect, lr) -> steps -> the trained tracked weights (:meth:`baseline`)."""
 
     @cached_property
     def validation(self) -> tuple[dict[str, Dataset], Dataset]:
@@ -151,12 +156,50 @@ class Ablations:
         return pbrf_step(self.model, self.preconditioner, self._gradients[key], beta)
 
     def baseline(self, method: str, aspect: str, lr: float, steps: int) -> PreTrainedModel:
-        """A baseline of the paper's ablation at learning rate ``lr`` for ``steps`` updates."""
-        budget = {"lr": lr, "steps": steps, "max_length": self.p.sft.max_length,
+        """A baseline of the paper's ablation at learning rate ``lr`` for ``steps`` updates.
+
+        Each run is trained once: the weights of its tracked modules (all that a baseline
+        changes) are kept, so the matched point's test evaluation reuses the grid's run. A
+        baseline with ``nested_steps`` runs to its grid's most steps and keeps every grid
+        point of that learning rate on the way.
+        """
+        runs = self._runs.setdefault((method, aspect, lr), {})
+        if steps not in runs:
+            self._train(method, aspect, lr, steps, runs)
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(runs[steps], strict=False)
+        return model
+
+    def _train(self, method: str, aspect: str, lr: float, steps: int,
+               runs: dict[int, dict[str, torch.Tensor]]) -> None:
+        """Train ``method`` into ``runs`` (steps -> tracked weights): ``steps``, and with
+        nested steps every grid point of ``lr`` up to the grid's most."""
+        grid = self.p.ablations.baseline_grid.get(method)
+        keep = {steps, *(grid.steps if grid and BASELINES[method].nested_steps else ())}
+        budget = {"lr": lr, "steps": max(keep), "max_length": self.p.sft.max_length,
                   "seed": self.p.seed}
         if BASELINES[method].trains_through_prefix:
             budget["cache"] = self.prefix
-        return TRAINERS[method](self, aspect, **budget)
+        if BASELINES[method].nested_steps:
+            def on_step(n: int, trained: nn.Module) -> None:
+                if n in keep:
+                    runs[n] = self._tracked_weights(trained)
+            budget["on_step"] = on_step
+        runs[max(keep)] = self._tracked_weights(TRAINERS[method](self, aspect, **budget))
+
+    def _tracked_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Copies of the tracked modules' parameters, by their names in the model."""
+        named = dict(model.named_modules())
+        return {f"{module}.{name}": param.detach().clone()
+                for module in self.preconditioner.modules
+                for name, param in named[module].named_parameters()}
+
+    def keep_runs(self, aspect: str, matched: dict[str, dict]) -> None:
+        """Forget the aspect's baseline runs but the matched ones, which test evaluates."""
+        self._runs = {(method, a, lr): {n: w for n, w in runs.items()
+                                        if a != aspect or matched[method] == {"lr": lr,
+                                                                              "steps": n}}
+                      for (method, a, lr), runs in self._runs.items()}
 
     def retained(self, aspect: str) -> Dataset:
         """SFT samples outside the aspect's subset, for the KL term of GA+KL."""
@@ -176,7 +219,8 @@ class Ablations:
 
 
 Trainer = Callable[..., PreTrainedModel]
-"""``(ablations, aspect, *, lr, steps, max_length, seed[, cache]) -> trained copy``."""
+"""``(ablations, aspect, *, lr, steps, max_length, seed[, cache][, on_step]) -> trained
+copy``; ``on_step`` only for a baseline with ``nested_steps``."""
 TRAINERS: dict[str, Trainer] = {}
 """Baseline name (:mod:`trustrepair.baseline_registry`) -> how step 05 trains it."""
 
@@ -271,6 +315,7 @@ def tradeoff(abl: Ablations, aspects: list[str], beta: float) -> tuple[list[dict
                 tried.append(point(method, aspect, {"lr": lr, "steps": steps}, result))
             chosen = matched_point(tried, cost)
             matched[aspect][method] = {"lr": chosen["lr"], "steps": chosen["steps"]}
+        abl.keep_runs(aspect, matched[aspect])
     return points, matched
 
 

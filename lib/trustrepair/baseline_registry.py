@@ -22,14 +22,21 @@ class Baseline:
     """Whether its training reads the states below the tracked blocks from the post-SFT
     model's prefix cache. Every baseline changes only the tracked blocks, so its
     evaluations do either way; DPO trains the whole forward pass through TRL."""
+    nested_steps: bool
+    """Whether its first n steps are exactly its run of n steps (plain SGD at a constant
+    learning rate, batches drawn in order), so that one run to a grid's most steps gives
+    every shorter point of the same learning rate. Not DPO: its learning rate decays over
+    the steps asked for."""
 
 
 BASELINES: dict[str, Baseline] = {
     "sga": Baseline("stochastic gradient ascent on S, in mini-batches",
-                    trains_through_prefix=True),
-    "ga": Baseline("gradient ascent on S, full batch", trains_through_prefix=True),
+                    trains_through_prefix=True, nested_steps=True),
+    "ga": Baseline("gradient ascent on S, full batch", trains_through_prefix=True,
+                   nested_steps=True),
     "ga_kl": Baseline("gradient ascent on S with a KL term on retained SFT samples",
-                      trains_through_prefix=True),
-    "dpo": Baseline("DPO on the aspect's trust train pairs (TRL)", trains_through_prefix=False),
+                      trains_through_prefix=True, nested_steps=True),
+    "dpo": Baseline("DPO on the aspect's trust train pairs (TRL)", trains_through_prefix=False,
+                    nested_steps=False),
 }
 """Method name in the tables -> what this package needs to know about it."""

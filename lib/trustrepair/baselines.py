@@ -11,7 +11,7 @@ them; DPO instead trains on the trust pairs themselves, with TRL's ``DPOTrainer`
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -28,6 +28,8 @@ from trustrepair.metrics import (
 )
 from trustrepair.prefix import PrefixCache, filling, through
 
+StepCallback = Callable[[int, nn.Module], None]
+"""``(n, trained)``: called after optimizer step n with the model being trained."""
 MICRO_BATCH = 8
 """Rows per forward pass, grouped by length; a step's gradient is the same for any value."""
 
@@ -35,32 +37,36 @@ MICRO_BATCH = 8
 def gradient_ascent(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     subset: Dataset, modules: list[str], *, lr: float, steps: int,
                     batch_size: int | None = None, max_length: int, seed: int = 0,
-                    cache: PrefixCache | None = None) -> PreTrainedModel:
+                    cache: PrefixCache | None = None,
+                    on_step: StepCallback | None = None) -> PreTrainedModel:
     """A copy of ``model`` after ``steps`` SGD steps ascending the loss of ``subset``.
 
     Full batch ("GA") when ``batch_size`` is None or >= |S|, otherwise minibatches drawn
     with a generator seeded by ``seed`` ("SGA"). The input model is left untouched. With
     a ``cache`` of ``model`` below the trained blocks, the frozen lower blocks run once
-    per sequence instead of once per step.
+    per sequence instead of once per step. ``on_step(n, trained)`` sees the copy after
+    each step n: the run's first n steps are exactly the run of n steps (a constant
+    learning rate, batches drawn in order), so one run gives every shorter one.
     """
     _check_steps(model, modules, lr, steps, batch_size)
     _check_data(subset, "subset", ("prompt", "response"))
     return _ascend(model, tokenizer, subset, None, modules, lr=lr, steps=steps, kl_weight=0.0,
-                   batch_size=batch_size, max_length=max_length, seed=seed, cache=cache)
+                   batch_size=batch_size, max_length=max_length, seed=seed, cache=cache,
+                   on_step=on_step)
 
 
 def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                        subset: Dataset, retain: Dataset, modules: list[str], *, lr: float,
                        steps: int, kl_weight: float, batch_size: int | None = None,
-                       max_length: int, seed: int = 0,
-                       cache: PrefixCache | None = None) -> PreTrainedModel:
+                       max_length: int, seed: int = 0, cache: PrefixCache | None = None,
+                       on_step: StepCallback | None = None) -> PreTrainedModel:
     """GA on ``subset`` while minimising ``kl_weight`` · KL(post-SFT ‖ current) on ``retain``.
 
     The KL is taken between next-token distributions at the response tokens of the
     retained dialogues, summed over a dialogue's tokens and averaged over dialogues
     (the scale of the subset loss). The input model, never modified, is the post-SFT
-    reference, so no second copy is held. ``kl_weight=0`` is exactly GA. ``cache`` as
-    in :func:`gradient_ascent`.
+    reference, so no second copy is held. ``kl_weight=0`` is exactly GA. ``cache`` and
+    ``on_step`` as in :func:`gradient_ascent`.
     """
     _check_steps(model, modules, lr, steps, batch_size)
     if not kl_weight >= 0:
@@ -69,7 +75,7 @@ def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     _check_data(retain, "retain", ("prompt", "response"))
     return _ascend(model, tokenizer, subset, retain, modules, lr=lr, steps=steps,
                    kl_weight=kl_weight, batch_size=batch_size, max_length=max_length, seed=seed,
-                   cache=cache)
+                   cache=cache, on_step=on_step)
 
 
 def dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Dataset,
@@ -166,7 +172,7 @@ def _retain_kl(current: nn.Module, reference: nn.Module,
 def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: Dataset,
             retain: Dataset | None, modules: list[str], *, lr: float, steps: int,
             kl_weight: float, batch_size: int | None, max_length: int, seed: int,
-            cache: PrefixCache | None) -> PreTrainedModel:
+            cache: PrefixCache | None, on_step: StepCallback | None) -> PreTrainedModel:
     """SGD on -mean_S L(z) + kl_weight · mean_retain KL, gradients summed over micro-batches."""
     if cache is not None:
         cache.check_below(model, modules)
@@ -181,7 +187,7 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
     was_training = model.training
     model.eval()
     with filling(cache, [e["input_ids"] for e in forget + kept], "ascent"):
-        for rows in _batches(len(forget), batch_size, steps, generator):
+        for step, rows in enumerate(_batches(len(forget), batch_size, steps, generator), 1):
             optimizer.zero_grad()
             for _, batch in length_sorted_batches([forget[i] for i in rows], MICRO_BATCH,
                                                   tokenizer.pad_token_id, device, desc="ascent"):
@@ -192,5 +198,7 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
                                                       tokenizer.pad_token_id, device, desc="KL"):
                     (kl_weight * _retain_kl(current, reference, batch) / len(retained)).backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(step, trained)
     model.train(was_training)
     return _like_input(trained, model)
