@@ -10,8 +10,10 @@ import transformers.trainer
 from transformers import TrainerCallback
 
 from trustrepair.data import load_hh
+from trustrepair.metrics import IGNORE, collate, encode
+from trustrepair.models import train_only_last_blocks
 from trustrepair.params import SFTParams
-from trustrepair.sft import finetune
+from trustrepair.sft import finetune, response_loss_of_batch
 
 INTERRUPT_STEP = 10
 """Step 10 of 12: the second epoch, after the checkpoint at step 8."""
@@ -57,3 +59,24 @@ def test_resumed_sft_matches_uninterrupted(tiny_lm, tokenizer, fixture_data, tmp
     for (name, want), got in zip(whole.named_parameters(), resumed.parameters(), strict=True):
         assert torch.equal(got, want), f"{name}: max |dw| {(got - want).abs().max().item():.3g}"
     assert resumed_metrics["train_loss"] == pytest.approx(whole_metrics["train_loss"], rel=1e-6)
+
+
+def test_the_batch_loss_is_the_hf_loss_with_its_gradient(tiny_lm, tokenizer) -> None:
+    """Passes of similar-length rows and the LM head at response tokens only give the loss
+    and gradient of the whole padded batch through HF's own loss. In float64, but both
+    losses take the cross-entropy in float32 (``logits.float()``): equal to its rounding."""
+    model = copy.deepcopy(tiny_lm).double().train()
+    train_only_last_blocks(model, 1)
+    rows = [encode(tokenizer, p, r, max_length=64, add_eos=True) for p, r in [
+        ("the cat", " sat on the mat and the dog ran"), ("tell me a fact about people", " no"),
+        ("what is the capital of the land ?", " the big city"), ("the", " dog ran")]]
+    batch = collate(rows, tokenizer.pad_token_id)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    hf = model(**batch).loss
+    hf_grad = torch.autograd.grad(hf, trained)
+    total, n_tokens = response_loss_of_batch(model, batch)
+    assert n_tokens == sum(len(r["input_ids"]) - 1 - r["labels"].count(IGNORE) + 1 for r in rows)
+    ours = total / n_tokens
+    for got, want in zip(torch.autograd.grad(ours, trained), hf_grad, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-9)
+    assert ours.item() == pytest.approx(hf.item(), rel=1e-6)

@@ -28,7 +28,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from trustrepair.experiment import Experiment
-from trustrepair.metrics import collate, encode
+from trustrepair.metrics import IGNORE, collate, encode, response_logits, response_loss
 from trustrepair.models import is_saved_model, save_pretrained, train_only_last_blocks
 from trustrepair.params import SFTParams
 from trustrepair.steps import SFT, TRAINED, Step
@@ -115,9 +115,33 @@ class _WholeRunLoss(TrainerCallback):
         return (self.loss_before + result.training_loss * steps) / (self.logged_steps + steps)
 
 
+ROWS_PER_PASS = 2
+"""Rows of a training batch run through the model together, longest first (see
+:func:`response_loss_of_batch`)."""
+
+
+def response_loss_of_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor]
+                           ) -> tuple[torch.Tensor, int]:
+    """Summed response cross-entropy of a right-padded batch, and its response tokens.
+
+    The HF loss of the same batch, computed for less: the batch runs in passes of
+    ``ROWS_PER_PASS`` rows of similar length, each cut to its longest row (a batch of 8 in
+    data order carries about half padding), and the LM head runs at the response tokens
+    only (a quarter of the tokens; SmolLM2's 49k-word head costs several blocks).
+    """
+    lengths = inputs["attention_mask"].sum(1)
+    total = torch.zeros((), device=lengths.device)
+    for rows in torch.argsort(lengths, descending=True, stable=True).split(ROWS_PER_PASS):
+        width = int(lengths[rows].max())
+        chunk = {k: inputs[k][rows, :width] for k in ("input_ids", "attention_mask", "labels")}
+        total = total + response_loss(*response_logits(model, chunk), "sum")
+    return total, int((inputs["labels"][:, 1:] != IGNORE).sum())
+
+
 class _ResumableTrainer(Trainer):
     """A Trainer whose run, resumed from a checkpoint, ends with the model and the
-    ``train_loss`` of the uninterrupted run."""
+    ``train_loss`` of the uninterrupted run, with the loss of
+    :func:`response_loss_of_batch` where the model runs in this process alone."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -131,6 +155,17 @@ class _ResumableTrainer(Trainer):
         result = super().train(*args, **kwargs)
         loss = self._run_loss.mean(result)
         return TrainOutput(result.global_step, loss, {**result.metrics, "train_loss": loss})
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                     return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None):
+        """The HF causal-LM loss (summed over the batch's response tokens, divided by
+        ``num_items_in_batch`` or else their number), without logits at other tokens. A
+        wrapped model (DDP, FSDP) must run its own forward: the HF path."""
+        if return_outputs or self.accelerator.unwrap_model(model) is not model:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        total, n_tokens = response_loss_of_batch(model, inputs)
+        return total / (n_tokens if num_items_in_batch is None else num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None
                            ) -> torch.utils.data.Sampler | None:
