@@ -186,7 +186,7 @@ def test_each_aspect_scores_as_if_every_sequence_ran_alone(tiny_lm, tokenizer, f
     fixture triples, with some triples twice and extra responses on a shared prompt. In
     float64, so that what is compared is the computation, not float32 rounding."""
     model = copy.deepcopy(tiny_lm).double()
-    triples = load_trust(aspect, fixture_data)
+    triples = load_trust(aspect, fixture_data, verify=False)
     rows = [*triples.select(range(min(12, len(triples)))), *triples.select(range(3))]
     shared = rows[0]["prompt"]
     rows += [{"prompt": shared, "proponent": " people are kind", "opponent": rows[1]["opponent"]},

@@ -40,6 +40,7 @@ from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
 from trustrepair.evaluation import evaluate
 from trustrepair.experiment import Experiment
+from trustrepair.profiling import phase
 from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
 from trustrepair.results import random_draw_name, reported_beta
 from trustrepair.selection import load_subsets
@@ -185,7 +186,8 @@ class Ablations:
                 if n in keep:
                     runs[n] = self._tracked_weights(trained)
             budget["on_step"] = on_step
-        runs[max(keep)] = self._tracked_weights(TRAINERS[method](self, aspect, **budget))
+        with phase(f"training: {method}"):
+            runs[max(keep)] = self._tracked_weights(TRAINERS[method](self, aspect, **budget))
 
     def _tracked_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Copies of the tracked modules' parameters, by their names in the model."""

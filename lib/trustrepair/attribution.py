@@ -48,6 +48,7 @@ from trustrepair.metrics import (
 from trustrepair.models import DTYPES, is_saved_model, tracked_linear_modules
 from trustrepair.params import AttributionParams
 from trustrepair.prefix import PrefixCache, filling
+from trustrepair.profiling import phase
 from trustrepair.steps import ATTRIBUTION, SFT
 
 
@@ -210,9 +211,11 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     # Fitting reads half the SFT set, scoring all of it: its states go to one shard.
     with filling(cache, [item["input_ids"] for item in train_items], "SFT train set"):
         start = time.perf_counter()
-        analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
-                                 per_device_batch_size=params.train_batch_size,
-                                 overwrite_output_dir=overwrite)
+        with phase(f"{params.strategy} factor fit"):
+            analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items,
+                                     factor_args=factor_args,
+                                     per_device_batch_size=params.train_batch_size,
+                                     overwrite_output_dir=overwrite)
         factors_dir = Path(analyzer.factors_output_dir(factors_name="ekfac"))
         meta_path = factors_dir / FACTOR_METADATA
         # A resumed step reuses saved factors: keep the time of the fit that made them.
@@ -231,7 +234,7 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         for aspect, triples in tqdm(trust_train.items(), desc="aspects"):
             queries = _by_length(encode_triples(tokenizer, triples, eval_max_length).items)
             with filling(cache, [q["input_ids"] for q in queries.items],
-                                f"{aspect} queries"):
+                         f"{aspect} queries"), phase(f"{params.strategy} scores"):
                 analyzer.compute_pairwise_scores(
                     scores_name=f"scores_{aspect}", factors_name="ekfac",
                     query_dataset=queries, train_dataset=sorted_train,
@@ -280,9 +283,10 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
         p = exp.params
         model, tokenizer = exp.models.load(post_sft_dir(exp))
         train = exp.data.hh["train"]
-        features = mean_pooled_hidden_states(model, tokenizer, train,
-                                             max_length=p.sft.max_length,
-                                             batch_size=p.eval.batch_size)
+        with phase("hidden-state features"):
+            features = mean_pooled_hidden_states(model, tokenizer, train,
+                                                 max_length=p.sft.max_length,
+                                                 batch_size=p.eval.batch_size)
         influence = fit_and_score(
             model, tokenizer, train, {a: s["train"] for a, s in exp.data.trust.items()},
             p.attribution, out_dir=exp.output(ATTRIBUTION, "kronfluence"),

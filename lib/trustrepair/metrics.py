@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair import prefix
 from trustrepair.models import split_lm_head
+from trustrepair.profiling import phase
 from trustrepair.shared_prompts import can_share_prompts, response_logits_on_shared_prompts
 
 IGNORE = -100
@@ -155,7 +156,8 @@ def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]
     counts = torch.empty(len(unique), dtype=torch.long)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    where = "upper blocks on the prefix cache" if prefix.reads_cache(model) else "whole model"
+    with torch.no_grad(), phase(f"scoring: {where}"):
         if shared:
             for rows, *logits in response_logits_on_shared_prompts(
                     model, [unique[i]["input_ids"] for i in shared],

@@ -15,6 +15,7 @@ from trustrepair import plan as planning
 from trustrepair.models import load_pretrained, prepare_base_model
 from trustrepair.params import Params
 from trustrepair.prefix import PrefixCache, for_tracked_blocks
+from trustrepair.profiling import phase
 from trustrepair.run_data import RunData
 
 
@@ -62,5 +63,6 @@ class ModelStore:
 
     def load(self, path: str | os.PathLike[str] | None = None):
         """(model, tokenizer) from ``path`` (default: the base model), on the device."""
-        model, tokenizer = load_pretrained(path or self.base_dir, self.params.model.dtype)
+        with phase("loading models"):
+            model, tokenizer = load_pretrained(path or self.base_dir, self.params.model.dtype)
         return model.to(self.device), tokenizer

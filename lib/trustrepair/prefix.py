@@ -41,6 +41,7 @@ from trustrepair.artifacts import (
 )
 from trustrepair.families import FAMILIES
 from trustrepair.models import decoder_blocks
+from trustrepair.profiling import phase
 
 
 def _family(model: nn.Module) -> str:
@@ -107,6 +108,11 @@ def for_tracked_blocks(model: PreTrainedModel, tracked_blocks: int,
 def through(cache: PrefixCache | None, model: PreTrainedModel) -> nn.Module:
     """``model`` reading from ``cache`` when there is one, else ``model`` itself."""
     return model if cache is None else cache.wrap(model)
+
+
+def reads_cache(model: nn.Module) -> bool:
+    """Whether ``model`` runs its upper blocks on a cache's states (:meth:`PrefixCache.wrap`)."""
+    return isinstance(model, _CachedPrefixLM)
 
 
 def filling(source: PrefixCache | nn.Module | None, sequences: Sequence[Sequence[int]],
@@ -246,7 +252,7 @@ class PrefixCache:
             attention_mask[row, :len(seq)] = 1
         was_training = model.training
         model.eval()  # dropout must not become part of a constant
-        with torch.no_grad():
+        with torch.no_grad(), phase("prefix cache: lower blocks"):
             hidden = _run_blocks(model, model.get_input_embeddings()(input_ids), attention_mask,
                                  0, self.first_block)
         model.train(was_training)

@@ -45,6 +45,7 @@ from trustrepair.metrics import (
 )
 from trustrepair.models import save_pretrained
 from trustrepair.params import EvalParams, RepairParams
+from trustrepair.profiling import phase
 from trustrepair.results import factors_dir
 from trustrepair.selection import load_subsets
 from trustrepair.steps import REPAIR
@@ -127,7 +128,8 @@ def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     was_training = model.training
     model.eval()
     # Batches of similar length: a random subset padded in its own order wastes ~half.
-    with prefix.filling(cache, [e["input_ids"] for e in encoded], "subset gradient"):
+    with prefix.filling(cache, [e["input_ids"] for e in encoded], "subset gradient"), \
+            phase("subset gradient"):
         for _, batch in length_sorted_batches(encoded, batch_size, tokenizer.pad_token_id,
                                               device, desc="subset gradient"):
             loss = response_loss(*response_logits(lm, batch), loss_reduction)
@@ -145,15 +147,16 @@ def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 def pbrf_step(model: PreTrainedModel, preconditioner: Preconditioner,
               gradient: dict[str, torch.Tensor], beta: float) -> PreTrainedModel:
     """A copy of ``model`` moved by β · (G + λI)⁻¹ g on the tracked modules (eq. 5)."""
-    repaired = copy.deepcopy(model)
-    named = dict(repaired.named_modules())
-    with torch.no_grad():
-        for module, g in gradient.items():
-            step = beta * preconditioner.apply(module, g.cpu())
-            layer = named[module]
-            layer.weight += step[:, :layer.weight.shape[1]].to(layer.weight)
-            if layer.bias is not None:
-                layer.bias += step[:, -1].to(layer.bias)
+    with phase("PBRF step"):
+        repaired = copy.deepcopy(model)
+        named = dict(repaired.named_modules())
+        with torch.no_grad():
+            for module, g in gradient.items():
+                step = beta * preconditioner.apply(module, g.cpu())
+                layer = named[module]
+                layer.weight += step[:, :layer.weight.shape[1]].to(layer.weight)
+                if layer.bias is not None:
+                    layer.bias += step[:, -1].to(layer.bias)
     return repaired
 
 

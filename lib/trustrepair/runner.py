@@ -207,7 +207,8 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
         seconds = time.perf_counter() - start
         outputs = describe_outputs(run_dir / step)
         manifest["steps"][step] = {
-            "key": key, "inputs": inputs, "status": "done", "seconds": round(seconds, 1),
+            "key": key, "inputs": inputs, "status": "done",
+            "started": manifest["steps"][step]["started"], "seconds": round(seconds, 1),
             "lib": lib_digest(), "outputs": outputs, "artifacts": _named_outputs(step, outputs)}
         write_json(manifest_path, manifest)
         print(f"[{step}] done in {seconds:.0f} s", flush=True)

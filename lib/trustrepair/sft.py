@@ -31,6 +31,7 @@ from trustrepair.experiment import Experiment
 from trustrepair.metrics import IGNORE, collate, encode, response_logits, response_loss
 from trustrepair.models import is_saved_model, save_pretrained, train_only_last_blocks
 from trustrepair.params import SFTParams
+from trustrepair.profiling import phase
 from trustrepair.steps import SFT, TRAINED, Step
 
 
@@ -213,7 +214,8 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
                   if resume and checkpoint_dir.is_dir() else None)
     if checkpoint:
         print(f"resuming SFT from {checkpoint}", flush=True)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with phase("SFT"):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     model.eval()
     metrics = {**result.metrics, "steps": result.global_step,
                "trainable_parameters": n_trainable,
