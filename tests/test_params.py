@@ -60,6 +60,7 @@ def _write(tmp_path: Path, **changes) -> Path:
     ({"data.trust.aspects": ["truthfulness", "honesty"]},
      r"data.trust.aspects.1: .*'truthfulness'"),
     ({"data.trust.test_fraction": 1.5}, r"data.trust.test_fraction: .*less than 1"),
+    ({"data.trust.bias_proponents": "gpt4o"}, r"data.trust.bias_proponents: .*'authors'"),
     ({"sft.train_blocks": 0}, r"sft.train_blocks: .*positive"),
     ({"model": {"tiny": {"hidden": 30, "heads": 4}}}, r"multiple of heads"),
     ({"model": {"source": "/nowhere/model"}}, r"does not exist"),

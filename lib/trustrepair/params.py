@@ -120,6 +120,10 @@ class TrustParams(_Section):
     bias_split: Literal["group", "template"] = "group"
     """Stereotype test split: 20 % of each target group's statements (the paper), or whole
     templates (stricter: claims never seen in attribution)."""
+    bias_proponents: Literal["authors", "own"] = "authors"
+    """Anti-stereotypes the stereotypes are paired with: the authors' GPT-4o ones (the
+    paper's; the mirror's ``tracing-llm-trust-antistereotypes.csv``, no hub copy), or this
+    package's own (``trustrepair.data.stereotypes``), which need no file."""
     ethics_pairing: Literal["minimal_pairs", "random"] = "minimal_pairs"
     """ETHICS triples from adjacent scenarios that differ in the morally relevant words
     (the paper's examples), or an acceptable and a wrong scenario paired at random."""
