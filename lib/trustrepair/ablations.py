@@ -147,7 +147,7 @@ class Ablations:
                 self.model, self.tokenizer, self.subset(target, selector),
                 self.preconditioner.modules, max_length=self.p.sft.max_length,
                 batch_size=self.p.attribution.train_batch_size, cache=self.prefix,
-                loss_reduction=self.p.attribution.loss_reduction)
+                loss_reduction=self.p.repair_loss_reduction)
         return pbrf_step(self.model, self.preconditioner, self._gradients[key], beta)
 
     def baseline(self, method: str, aspect: str, lr: float, steps: int) -> PreTrainedModel:
@@ -197,13 +197,15 @@ def trains(method: str) -> Callable[[Trainer], Trainer]:
 def _sga(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
     return baselines.gradient_ascent(abl.model, abl.tokenizer, abl.subset(aspect, "dpp"),
                                      abl.preconditioner.modules,
-                                     batch_size=abl.p.ablations.sga_batch_size, **budget)
+                                     batch_size=abl.p.ablations.sga_batch_size,
+                                     loss_reduction=abl.p.repair_loss_reduction, **budget)
 
 
 @trains("ga")
 def _ga(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
     return baselines.gradient_ascent(abl.model, abl.tokenizer, abl.subset(aspect, "dpp"),
-                                     abl.preconditioner.modules, batch_size=None, **budget)
+                                     abl.preconditioner.modules, batch_size=None,
+                                     loss_reduction=abl.p.repair_loss_reduction, **budget)
 
 
 @trains("ga_kl")
@@ -211,7 +213,7 @@ def _ga_kl(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
     return baselines.gradient_ascent_kl(
         abl.model, abl.tokenizer, abl.subset(aspect, "dpp"), abl.retained(aspect),
         abl.preconditioner.modules, kl_weight=abl.p.ablations.kl_weight, batch_size=None,
-        **budget)
+        loss_reduction=abl.p.repair_loss_reduction, **budget)
 
 
 @trains("dpo")
