@@ -85,12 +85,18 @@ def test_only_the_modules_move_and_the_input_stays(method, tiny_lm, tokenizer,
     assert logits.shape[-1] == len(tokenizer)
 
 
-def test_ga_is_a_plain_sgd_ascent_step(tiny_lm, tokenizer, tmp_path) -> None:
-    """One full-batch step is θ + lr · mean_S ∇L: the repair's step without (G + λI)⁻¹."""
+@pytest.mark.parametrize("loss_reduction", ["sum", "mean"])
+@pytest.mark.parametrize("method", ["ga", "ga_kl"])
+def test_ga_is_a_plain_sgd_ascent_step(method, loss_reduction, tiny_lm, tokenizer,
+                                       tmp_path) -> None:
+    """One full-batch step is θ + lr · mean_S ∇L: the repair's step without (G + λI)⁻¹,
+    with each sample's loss reduced over its tokens as the repair's (``loss_reduction``).
+    GA+KL's first step is GA's: the KL and its gradient are 0 at the post-SFT model."""
     lr = 1e-2
-    moved = _run("ga", tiny_lm, tokenizer, tmp_path, lr=lr, steps=1)
+    moved = _run(method, tiny_lm, tokenizer, tmp_path, lr=lr, steps=1,
+                 loss_reduction=loss_reduction)
     gradient = subset_gradient(tiny_lm, tokenizer, SUBSET, tracked_linear_modules(tiny_lm),
-                               max_length=MAX_LENGTH)
+                               max_length=MAX_LENGTH, loss_reduction=loss_reduction)
     before, after = dict(tiny_lm.named_modules()), dict(moved.named_modules())
     for module, g in gradient.items():
         layer, new = before[module], after[module]
@@ -131,6 +137,19 @@ def test_zero_kl_weight_is_ga(tiny_lm, tokenizer, tmp_path) -> None:
     ga = _state(_run("ga", tiny_lm, tokenizer, tmp_path, steps=3))
     ga_kl = _state(_run("ga_kl", tiny_lm, tokenizer, tmp_path, steps=3, kl_weight=0.0))
     assert all(torch.equal(ga[n], ga_kl[n]) for n in ga)
+
+
+def test_the_mean_loss_takes_a_smaller_step_than_the_sum(tiny_lm, tokenizer, tmp_path) -> None:
+    """The token mean divides each sample's gradient by its response length (4-8 tokens
+    here): GA and GA+KL follow ``loss_reduction``, they do not always ascend the sum."""
+    original = _state(tiny_lm)
+    for method in ("ga", "ga_kl"):
+        moved = {reduction: _state(_run(method, tiny_lm, tokenizer, tmp_path, steps=2,
+                                        loss_reduction=reduction))
+                 for reduction in ("sum", "mean")}
+        size = {reduction: sum(float((state[n] - original[n]).norm()) for n in original)
+                for reduction, state in moved.items()}
+        assert size["mean"] < 0.5 * size["sum"], (method, size)
 
 
 def test_kl_weight_holds_the_retained_distribution(tiny_lm, tokenizer, tmp_path) -> None:

@@ -56,6 +56,7 @@ LOADINGS = {  # every way a loader builds an aspect's triples: (aspect, load_tru
     "machine_ethics-random": ("machine_ethics", {"ethics_pairing": "random"}),
     "stereotypical_bias": ("stereotypical_bias", {}),
     "stereotypical_bias-template": ("stereotypical_bias", {"bias_split": "template"}),
+    "stereotypical_bias-own": ("stereotypical_bias", {"bias_proponents": "own"}),
 }
 
 
@@ -147,7 +148,7 @@ def test_fixture_data_is_deterministic_and_in_the_mirror_schema(tmp_path: Path) 
     other = data.write_fixture_data(tmp_path / "c", seed=4)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted([hh.HH_FILENAME, trust.TRUTHFULQA_FILENAME, trust.ETHICS_FILENAME,
-                            trust.STEREOTYPE_FILENAME])
+                            trust.STEREOTYPE_FILENAME, trust.ANTI_STEREOTYPE_FILENAME])
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes()
     assert (first / hh.HH_FILENAME).read_bytes() != (other / hh.HH_FILENAME).read_bytes()
@@ -223,13 +224,14 @@ def _assert_minimal_pairs(ds: Dataset, rows: list[dict[str, str]]) -> None:
     assert len(used) == len(set(used))
 
 
-def _assert_anti_stereotype_pairing(ds: Dataset, rows: list[dict[str, str]]) -> None:
+def _assert_anti_stereotype_pairing(ds: Dataset, rows: list[dict[str, str]],
+                                    anti_stereotypes: dict[str, tuple[str, ...]]) -> None:
     """Every (template, group) statement of the file against its topic's three
-    anti-stereotypes for the same group, and nothing else."""
+    ``anti_stereotypes`` for the same group, and nothing else."""
     expected = Counter()
     for row in rows:
         group, statement = row["target_group"], row["stereotype_template"]
-        for anti in data.ANTI_STEREOTYPES[row["stereotype_topic"]]:
+        for anti in anti_stereotypes[row["stereotype_topic"]]:
             expected[trust.STEREOTYPE_PROMPT.format(target_group=group),
                      " " + anti.replace("[target_group]", group),
                      " " + statement.replace("[target_group]", group)] += 1
@@ -252,7 +254,15 @@ def test_trust_loaders_on_fixtures(fixture_dir: Path) -> None:
     assert len(random_pairs) == min(short.count("0"), short.count("1")) > len(ethics)
     bias_rows = _csv_rows(fixture_dir / trust.STEREOTYPE_FILENAME)
     bias = data.load_trust("stereotypical_bias", fixture_dir, verify=False)
-    _assert_anti_stereotype_pairing(bias, bias_rows)
+    authors = {}
+    for row in _csv_rows(fixture_dir / trust.ANTI_STEREOTYPE_FILENAME):
+        authors.setdefault(row["stereotype_topic"], []).append(row["antistereotype_template"])
+    _assert_anti_stereotype_pairing(bias, bias_rows, authors)
+    own = data.load_trust("stereotypical_bias", fixture_dir, bias_proponents="own", verify=False)
+    _assert_anti_stereotype_pairing(own, bias_rows, data.ANTI_STEREOTYPES)
+    assert (own["id"], own["group"], own["opponent"]) == (bias["id"], bias["group"],
+                                                          bias["opponent"]), "the same units"
+    assert not set(own["proponent"]) & set(bias["proponent"])
     assert set(bias["stratum"]) == {r["target_group"] for r in bias_rows}
     assert set(bias["group"]) == {f"{r['stereotype_topic']}|{r['target_group']}"
                                   for r in bias_rows}
@@ -260,7 +270,7 @@ def test_trust_loaders_on_fixtures(fixture_dir: Path) -> None:
                                   verify=False)
     assert set(by_template["group"]) == {r["stereotype_template"] for r in bias_rows}
     assert set(by_template["stratum"]) == {""}
-    for ds in (truth, ethics, random_pairs, bias, by_template):
+    for ds in (truth, ethics, random_pairs, bias, own, by_template):
         _assert_valid_triples(ds)
 
 
@@ -344,7 +354,34 @@ def test_topic_without_anti_stereotypes_fails_clearly(tmp_path: Path) -> None:
         writer.writerow(["stereotype_topic", "target_group", "stereotype_template", "user_prompt"])
         writer.writerow(["gardening", "Zorvians", "[target_group] wilt.", "Zorvians wilt."])
     with pytest.raises(ValueError, match="'gardening'.*ANTI_STEREOTYPES"):
+        data.load_trust("stereotypical_bias", tmp_path, bias_proponents="own", verify=False)
+    (tmp_path / trust.ANTI_STEREOTYPE_FILENAME).write_text(
+        "stereotype_topic,antistereotype_template\nstem,[target_group] add up.\n")
+    with pytest.raises(ValueError, match="'gardening'.*anti-stereotype file.*: own"):
         data.load_trust("stereotypical_bias", tmp_path, verify=False)
+
+
+@pytest.mark.parametrize("where", ["folder", "env_folder", "no_env"])
+def test_missing_authors_anti_stereotypes_name_the_file_and_the_own_alternative(
+        tmp_path: Path, fixture_dir: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    (tmp_path / trust.STEREOTYPE_FILENAME).write_bytes(
+        (fixture_dir / trust.STEREOTYPE_FILENAME).read_bytes())
+    source = tmp_path if where == "folder" else None
+    if where == "env_folder":
+        monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(data.DataNotFoundError) as caught:
+        data.load_anti_stereotypes(source)
+    message = str(caught.value)
+    assert message.startswith(f"{trust.ANTI_STEREOTYPE_FILENAME}, the paper's bias proponents, "
+                              f"not found")
+    assert "\n" not in message and message.endswith(
+        "set data.trust.bias_proponents: own to use this package's own anti-stereotypes.")
+    assert (str(tmp_path) in message) == (where != "no_env")
+    if where != "no_env":
+        with pytest.raises(data.DataNotFoundError, match="bias_proponents: own"):
+            data.load_trust("stereotypical_bias", source, verify=False)
+        own = data.load_trust("stereotypical_bias", source, bias_proponents="own", verify=False)
+        assert len(own) == ASPECT_TABLE["stereotypical_bias"].fixture_triples
 
 
 HEDGES = ("no", "not", "cannot", "never", "nor", "none", "most", "mostly", "many", "some",
@@ -396,7 +433,9 @@ def test_trust_loaders_read_the_hub_schemas(monkeypatch: pytest.MonkeyPatch) -> 
     ethics = data.load_trust("machine_ethics")
     assert (ethics["proponent"], ethics["opponent"]) == ([" I helped my friend."],
                                                          [" I hit my friend."])
-    bias = data.load_trust("stereotypical_bias")
+    with pytest.raises(data.DataNotFoundError, match="no hub copy.*bias_proponents: own"):
+        data.load_trust("stereotypical_bias")
+    bias = data.load_trust("stereotypical_bias", bias_proponents="own")
     assert bias["proponent"] == [" " + a.replace("[target_group]", "Zorvians")
                                  for a in data.ANTI_STEREOTYPES["stem"]]
     assert bias["opponent"] == [" Zorvians fail at sums."] * 3
@@ -664,7 +703,8 @@ def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
     """``data.verify: false`` in the params lets a run read a modified mirror file; ``validate
     --data`` and the run record name each input file and whether it is the published one."""
     folder = data.write_fixture_data(tmp_path / "mirror", n_questions=100)
-    for name in (hh.HH_FILENAME, trust.ETHICS_FILENAME, trust.STEREOTYPE_FILENAME):
+    for name in (hh.HH_FILENAME, trust.ETHICS_FILENAME, trust.STEREOTYPE_FILENAME,
+                 trust.ANTI_STEREOTYPE_FILENAME):
         _publish(monkeypatch, folder / name, rows=0, usable_rows=0)
     _publish(monkeypatch, folder / trust.TRUTHFULQA_FILENAME, rows=100, usable_rows=99)
     _cut_mid_line(folder / trust.TRUTHFULQA_FILENAME)
@@ -683,7 +723,7 @@ def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
         "sha256": hashlib.sha256((folder / trust.TRUTHFULQA_FILENAME).read_bytes()).hexdigest(),
         "rows": rows, "usable_rows": rows - 2, "published": False}
     assert files[hh.HH_FILENAME]["published"] and files[hh.HH_FILENAME]["usable_rows"] == 119
-    assert len(files) == 4
+    assert len(files) == 5, "HH, three trust files and the authors' anti-stereotypes"
     (tmp_path / "params.yaml").write_text(params.to_yaml())
     capsys.readouterr()
     with warnings.catch_warnings():
@@ -691,7 +731,7 @@ def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
         assert cli.main(["validate", str(tmp_path / "params.yaml"), "--data"]) == 0
     out = capsys.readouterr().out
     assert f"{trust.TRUTHFULQA_FILENAME}: {rows} rows, {rows - 2} usable, sha256 " in out
-    assert out.count("NOT the published file") == 1 and out.count(", the published file") == 3
+    assert out.count("NOT the published file") == 1 and out.count(", the published file") == 4
 
 
 def test_a_source_that_does_not_exist_names_its_params_field(tmp_path: Path) -> None:
@@ -719,7 +759,8 @@ def test_the_published_values_are_the_mirrors(tmp_path: Path) -> None:
         data.load_hh(REAL_DATA)
         for aspect in data.ASPECTS:
             data.load_trust(aspect, REAL_DATA)
-    for name in (hh.HH_FILENAME, *(trust.TRUST_FILES[a][0] for a in data.ASPECTS)):
+    for name in (hh.HH_FILENAME, *(trust.TRUST_FILES[a][0] for a in data.ASPECTS),
+                 trust.ANTI_STEREOTYPE_FILENAME):
         record = data.provenance(REAL_DATA / name)
         assert (record["rows"], record["usable_rows"]) == (
             data.PUBLISHED[name].rows, data.PUBLISHED[name].usable_rows), name
@@ -766,9 +807,15 @@ def test_real_anti_stereotypes_share_no_word_with_their_topic() -> None:
 def test_real_trust_row_counts(real_trust: dict[str, Dataset]) -> None:
     bias_rows = _real_csv(trust.STEREOTYPE_FILENAME)
     assert len(bias_rows) == 16 * 3 * 24
-    for loading in ("stereotypical_bias", "stereotypical_bias-template"):
+    authors = data.load_anti_stereotypes(REAL_DATA)
+    assert set(authors) == set(data.ANTI_STEREOTYPES) and {len(a) for a in authors.values()} == {3}
+    for loading, proponents in (("stereotypical_bias", authors),
+                                ("stereotypical_bias-template", authors),
+                                ("stereotypical_bias-own", data.ANTI_STEREOTYPES)):
         assert len(real_trust[loading]) == 16 * 3 * 24 * 3 == 3456
-        _assert_anti_stereotype_pairing(real_trust[loading], bias_rows)
+        _assert_anti_stereotype_pairing(real_trust[loading], bias_rows, proponents)
+    assert real_trust["stereotypical_bias"]["group"] == real_trust["stereotypical_bias-own"][
+        "group"], "the same units, so the same split, whichever proponents"
     assert len(set(real_trust["stereotypical_bias"]["group"])) == 16 * 24  # topic x group
     assert len(set(real_trust["stereotypical_bias"]["stratum"])) == 24
     assert len(set(real_trust["stereotypical_bias-template"]["group"])) == 48

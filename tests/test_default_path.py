@@ -23,7 +23,8 @@ from trustrepair.params import ASPECTS, load_params
 from .conftest import ROOT
 
 MIRROR_FILES = ("hh-rlhf-harmless-base-test.jsonl.gz", "TruthfulQA.csv",
-                "ethics-commonsense-cm_test.csv", "decodingtrust-stereotype-user_prompts.csv")
+                "ethics-commonsense-cm_test.csv", "decodingtrust-stereotype-user_prompts.csv",
+                "tracing-llm-trust-antistereotypes.csv")
 
 SLICE = {
     "data": {"hh": {"max_train": 16, "max_test": 8, "validation": 8},

@@ -60,6 +60,7 @@ def _write(tmp_path: Path, **changes) -> Path:
     ({"data.trust.aspects": ["truthfulness", "honesty"]},
      r"data.trust.aspects.1: .*'truthfulness'"),
     ({"data.trust.test_fraction": 1.5}, r"data.trust.test_fraction: .*less than 1"),
+    ({"data.trust.bias_proponents": "gpt4o"}, r"data.trust.bias_proponents: .*'authors'"),
     ({"sft.train_blocks": 0}, r"sft.train_blocks: .*positive"),
     ({"model": {"tiny": {"hidden": 30, "heads": 4}}}, r"multiple of heads"),
     ({"model": {"source": "/nowhere/model"}}, r"does not exist"),
@@ -124,6 +125,48 @@ def test_a_setting_added_at_its_default_keeps_old_step_keys(section: str, field:
     assert getattr(getattr(off, section), field) is False
     sections = sections_through(SFT)
     assert fingerprint(off, sections) != fingerprint(default, sections)
+
+
+@pytest.mark.parametrize("config", ["default", "smoke"])
+def test_the_repair_loss_keys_only_the_steps_it_enters(config: str) -> None:
+    """repair.loss_reduction arrived after runs existed: unset, or equal to attribution's,
+    it is the same run and the same keys; set apart, it reruns steps 04-06, not 01-03."""
+    from trustrepair.steps import (
+        ALL_SECTIONS,
+        ATTRIBUTION,
+        REPAIR,
+        SELECTION,
+        TIMING,
+        fingerprint,
+        sections_through,
+    )
+
+    path = ROOT / "params" / f"{config}.yaml"
+    default = load_params(path)
+    assert default.attribution.loss_reduction == default.repair_loss_reduction == "sum"
+    assert "loss_reduction" not in default.model_dump()["repair"]
+    stated = load_params(path, **{"repair.loss_reduction": "sum"})
+    assert stated.repair.loss_reduction is None and stated == default
+    assert fingerprint(stated, ALL_SECTIONS) == fingerprint(default, ALL_SECTIONS)
+    hybrid = load_params(path, **{"repair.loss_reduction": "mean"})
+    assert (hybrid.attribution.loss_reduction, hybrid.repair_loss_reduction) == ("sum", "mean")
+    for step in (ATTRIBUTION, SELECTION):
+        sections = sections_through(step)
+        assert fingerprint(hybrid, sections) == fingerprint(default, sections), step.name
+    for step in (REPAIR, TIMING):
+        sections = sections_through(step)
+        assert fingerprint(hybrid, sections) != fingerprint(default, sections), step.name
+    mean = load_params(path, **{"attribution.loss_reduction": "mean"})
+    assert mean.repair_loss_reduction == "mean", "unset, the repair follows attribution"
+
+
+def test_the_paper_configs_repair_as_the_authors_do() -> None:
+    """Factors and scores on each sample's summed loss, the repair gradient on its token
+    mean, λ = 1e-8 for both."""
+    for path in sorted((ROOT / "params" / "paper").glob("[!_]*.yaml")):
+        p = load_params(path)
+        assert (p.attribution.loss_reduction, p.repair_loss_reduction,
+                p.attribution.damping) == ("sum", "mean", 1e-8), path.name
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))

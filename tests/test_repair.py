@@ -158,3 +158,59 @@ def test_mean_reduced_gradient_is_the_mean_of_hf_per_sample_losses(fitted, token
     summed = subset_gradient(model, tokenizer, subset, modules, max_length=64,
                              loss_reduction="sum")
     assert not torch.allclose(summed[modules[0]], got[modules[0]]), "the two losses differ"
+
+
+def test_steps_04_to_06_and_the_baselines_use_the_repair_loss(monkeypatch, tmp_path) -> None:
+    """With factors and scores on the sum and ``repair.loss_reduction: mean`` (the authors'
+    setting), step 04's subset gradients, step 05's PBRF rows and GA, SGA and GA+KL, and
+    step 06's timed repair all reduce each sample's loss by its token mean."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from trustrepair import ablations, timing
+    from trustrepair import repair as repair_module
+    from trustrepair.ablations import TRAINERS, Ablations
+    from trustrepair.repair import RepairTargets
+
+    from .conftest import smoke_params
+
+    p = smoke_params(tmp_path, **{"repair.loss_reduction": "mean", "repair.beta": 0.01})
+    assert (p.attribution.loss_reduction, p.repair_loss_reduction) == ("sum", "mean")
+    used: list[tuple[str, str]] = []
+
+    def gradient(*args, loss_reduction, **kwargs):
+        used.append(("gradient", loss_reduction))
+        return {}
+
+    train = Dataset.from_dict({"prompt": ["a"] * 4, "response": [" b"] * 4})
+    pre = SimpleNamespace(modules=["m"], check_model=lambda model: None)
+    exp = SimpleNamespace(params=p, data=SimpleNamespace(hh={"train": train}),
+                          models=SimpleNamespace(load=lambda path: ("model", "tokenizer"),
+                                                 prefix_cache=lambda model: None))
+    monkeypatch.setattr(repair_module, "subset_gradient", gradient)
+    monkeypatch.setattr(repair_module.Preconditioner, "of_run", lambda exp: pre)
+    monkeypatch.setattr(repair_module, "post_sft_dir", lambda exp: tmp_path)
+    monkeypatch.setattr(repair_module, "load_subsets", lambda exp: SimpleNamespace(
+        of=lambda selector: {t: [0, 1] for t in (*p.data.trust.aspects, "common")}))
+    RepairTargets.of_run(exp)
+
+    monkeypatch.setattr(ablations, "subset_gradient", gradient)
+    monkeypatch.setattr(ablations, "pbrf_step", lambda *args: None)
+    abl = SimpleNamespace(p=p, _gradients={}, model="model", tokenizer="tokenizer",
+                          preconditioner=pre, prefix=None, subset=lambda t, s: train,
+                          retained=lambda aspect: train)
+    Ablations.pbrf(abl, "truthfulness", "random", 0.01)
+    for method in ("sga", "ga", "ga_kl"):
+        function = "gradient_ascent_kl" if method == "ga_kl" else "gradient_ascent"
+        monkeypatch.setattr(ablations.baselines, function,
+                            lambda *args, loss_reduction, method=method, **kwargs:
+                            used.append((method, loss_reduction)))
+        TRAINERS[method](abl, "truthfulness", lr=1e-3, steps=1, max_length=8, seed=0)
+
+    monkeypatch.setattr(timing, "repair", lambda *args, loss_reduction, **kwargs:
+                        used.append(("timing", loss_reduction)))
+    timing.time_repair(exp, "model", "tokenizer", pre, size=2, repeats=1)
+    assert {reduction for _, reduction in used} == {"mean"}
+    assert [what for what, _ in used] == ["gradient"] * (len(p.data.trust.aspects) + 2) + [
+        "sga", "ga", "ga_kl", "timing"]

@@ -14,7 +14,7 @@ import yaml
 
 from trustrepair import cli, data, runner
 from trustrepair.artifacts import locked
-from trustrepair.data.trust import TRUST_FILES
+from trustrepair.data.trust import ANTI_STEREOTYPE_FILENAME, TRUST_FILES
 
 from .conftest import ROOT
 
@@ -96,7 +96,8 @@ def test_manifest_records_the_data_files_read(tmp_path: Path, chain: Path) -> No
     assert _run(_params(tmp_path), chain) == 0
     files = _manifest(tmp_path)["data_files"]
     assert sorted(Path(f["file"]).name for f in files) == sorted(
-        [data.HH_FILENAME, *(filename for filename, _hub_id in TRUST_FILES.values())])
+        [data.HH_FILENAME, *(filename for filename, _hub_id in TRUST_FILES.values()),
+         ANTI_STEREOTYPE_FILENAME])
     assert not any(f["published"] for f in files)
     assert all(len(f["sha256"]) == 64 and f["usable_rows"] > 0 for f in files)
 

@@ -38,7 +38,7 @@ from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
-from trustrepair.evaluation import evaluate
+from trustrepair.evaluation import evaluate, has_units
 from trustrepair.experiment import Experiment
 from trustrepair.profiling import phase
 from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
@@ -135,7 +135,7 @@ class Ablations:
         path = self.exp.output(ABLATIONS, "evaluation" if split == "test"
                                else "validation_evaluation", name=name)
         saved = path.relative_to(self.dir).as_posix()
-        return {**self.exp.cached(ABLATIONS, path, compute), "eval": saved}
+        return {**self.exp.cached(ABLATIONS, path, compute, reusable=has_units), "eval": saved}
 
     def subset(self, target: str, selector: str) -> Dataset:
         return self.exp.data.hh["train"].select(self.subsets[target][selector])
@@ -153,7 +153,7 @@ class Ablations:
                 self.model, self.tokenizer, self.subset(target, selector),
                 self.preconditioner.modules, max_length=self.p.sft.max_length,
                 batch_size=self.p.attribution.train_batch_size, cache=self.prefix,
-                loss_reduction=self.p.attribution.loss_reduction)
+                loss_reduction=self.p.repair_loss_reduction)
         return pbrf_step(self.model, self.preconditioner, self._gradients[key], beta)
 
     def baseline(self, method: str, aspect: str, lr: float, steps: int) -> PreTrainedModel:
@@ -243,13 +243,15 @@ def trains(method: str) -> Callable[[Trainer], Trainer]:
 def _sga(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
     return baselines.gradient_ascent(abl.model, abl.tokenizer, abl.subset(aspect, "dpp"),
                                      abl.preconditioner.modules,
-                                     batch_size=abl.p.ablations.sga_batch_size, **budget)
+                                     batch_size=abl.p.ablations.sga_batch_size,
+                                     loss_reduction=abl.p.repair_loss_reduction, **budget)
 
 
 @trains("ga")
 def _ga(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
     return baselines.gradient_ascent(abl.model, abl.tokenizer, abl.subset(aspect, "dpp"),
-                                     abl.preconditioner.modules, batch_size=None, **budget)
+                                     abl.preconditioner.modules, batch_size=None,
+                                     loss_reduction=abl.p.repair_loss_reduction, **budget)
 
 
 @trains("ga_kl")
@@ -257,7 +259,7 @@ def _ga_kl(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
     return baselines.gradient_ascent_kl(
         abl.model, abl.tokenizer, abl.subset(aspect, "dpp"), abl.retained(aspect),
         abl.preconditioner.modules, kl_weight=abl.p.ablations.kl_weight, batch_size=None,
-        **budget)
+        loss_reduction=abl.p.repair_loss_reduction, **budget)
 
 
 @trains("dpo")

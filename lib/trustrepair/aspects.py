@@ -62,7 +62,8 @@ ASPECT_TABLE: dict[str, TrustAspect] = {
 }
 """Aspect name -> what this package needs to know about it, in the tables' order. The
 counts are those of TruthfulQA, ETHICS commonsense (minimal pairs; the random pairing
-gives 983) and DecodingTrust stereotypes."""
+gives 983) and DecodingTrust stereotypes (with the authors' or the package's own
+anti-stereotypes alike)."""
 
 ASPECTS: tuple[str, ...] = tuple(ASPECT_TABLE)
 

@@ -2,8 +2,9 @@
 
 Each acts on a copy of the post-SFT model and, like the repair, updates only the
 given linear modules of the tracked decoder blocks. GA and SGA ascend the loss the
-repair ascends (mean over S of the summed response cross-entropy) with plain SGD, so
-the only difference from the repair is the missing preconditioner (and the steps).
+repair ascends (mean over S of each sample's response cross-entropy, summed over its
+tokens or their mean: ``repair.loss_reduction``) with plain SGD, so the only difference
+from the repair is the missing preconditioner (and the steps).
 GA+KL adds a KL penalty that keeps retained SFT dialogues where the post-SFT model had
 them; DPO instead trains on the trust pairs themselves, with TRL's ``DPOTrainer``.
 """
@@ -25,6 +26,7 @@ from trustrepair.metrics import (
     length_sorted_batches,
     response_logits,
     response_loss,
+    summed_per_sample,
 )
 from trustrepair.prefix import PrefixCache, filling, through
 
@@ -37,12 +39,13 @@ MICRO_BATCH = 8
 def gradient_ascent(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     subset: Dataset, modules: list[str], *, lr: float, steps: int,
                     batch_size: int | None = None, max_length: int, seed: int = 0,
-                    cache: PrefixCache | None = None,
+                    cache: PrefixCache | None = None, loss_reduction: str = "sum",
                     on_step: StepCallback | None = None) -> PreTrainedModel:
     """A copy of ``model`` after ``steps`` SGD steps ascending the loss of ``subset``.
 
     Full batch ("GA") when ``batch_size`` is None or >= |S|, otherwise minibatches drawn
-    with a generator seeded by ``seed`` ("SGA"). The input model is left untouched. With
+    with a generator seeded by ``seed`` ("SGA"). Each sample's loss is reduced over its
+    tokens by ``loss_reduction``, as the repair's. The input model is left untouched. With
     a ``cache`` of ``model`` below the trained blocks, the frozen lower blocks run once
     per sequence instead of once per step. ``on_step(n, trained)`` sees the copy after
     each step n: the run's first n steps are exactly the run of n steps (a constant
@@ -52,21 +55,23 @@ def gradient_ascent(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     _check_data(subset, "subset", ("prompt", "response"))
     return _ascend(model, tokenizer, subset, None, modules, lr=lr, steps=steps, kl_weight=0.0,
                    batch_size=batch_size, max_length=max_length, seed=seed, cache=cache,
-                   on_step=on_step)
+                   loss_reduction=loss_reduction, on_step=on_step)
 
 
 def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                        subset: Dataset, retain: Dataset, modules: list[str], *, lr: float,
                        steps: int, kl_weight: float, batch_size: int | None = None,
                        max_length: int, seed: int = 0, cache: PrefixCache | None = None,
+                       loss_reduction: str = "sum",
                        on_step: StepCallback | None = None) -> PreTrainedModel:
     """GA on ``subset`` while minimising ``kl_weight`` · KL(post-SFT ‖ current) on ``retain``.
 
     The KL is taken between next-token distributions at the response tokens of the
-    retained dialogues, summed over a dialogue's tokens and averaged over dialogues
-    (the scale of the subset loss). The input model, never modified, is the post-SFT
-    reference, so no second copy is held. ``kl_weight=0`` is exactly GA. ``cache`` and
-    ``on_step`` as in :func:`gradient_ascent`.
+    retained dialogues, reduced over a dialogue's tokens as the subset loss is
+    (``loss_reduction``) and averaged over dialogues, so the two share a scale. The input
+    model, never modified, is the post-SFT reference, so no second copy is held.
+    ``kl_weight=0`` is exactly GA. ``cache``, ``loss_reduction`` and ``on_step`` as in
+    :func:`gradient_ascent`.
     """
     _check_steps(model, modules, lr, steps, batch_size)
     if not kl_weight >= 0:
@@ -75,7 +80,7 @@ def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     _check_data(retain, "retain", ("prompt", "response"))
     return _ascend(model, tokenizer, subset, retain, modules, lr=lr, steps=steps,
                    kl_weight=kl_weight, batch_size=batch_size, max_length=max_length, seed=seed,
-                   cache=cache, on_step=on_step)
+                   cache=cache, loss_reduction=loss_reduction, on_step=on_step)
 
 
 def dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Dataset,
@@ -160,19 +165,23 @@ def _batches(n: int, batch_size: int | None, steps: int,
             yield torch.randperm(n, generator=generator)[:batch_size].tolist()
 
 
-def _retain_kl(current: nn.Module, reference: nn.Module,
-               batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over the batch's response tokens of KL(reference ‖ current) of the next token."""
-    log_q = torch.log_softmax(response_logits(current, batch)[0].float(), -1)
+def _retain_kl(current: nn.Module, reference: nn.Module, batch: dict[str, torch.Tensor],
+               loss_reduction: str) -> torch.Tensor:
+    """Σ over the batch's dialogues of KL(reference ‖ current) of the next token, summed
+    over a dialogue's response tokens or their mean (``loss_reduction``)."""
+    logits, _, mask = response_logits(current, batch)
+    log_q = torch.log_softmax(logits.float(), -1)
     with torch.no_grad():
         log_p = torch.log_softmax(response_logits(reference, batch)[0].float(), -1)
-    return nn.functional.kl_div(log_q, log_p, log_target=True, reduction="sum")
+    token_kl = nn.functional.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
+    return summed_per_sample(token_kl, mask, loss_reduction)
 
 
 def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: Dataset,
             retain: Dataset | None, modules: list[str], *, lr: float, steps: int,
             kl_weight: float, batch_size: int | None, max_length: int, seed: int,
-            cache: PrefixCache | None, on_step: StepCallback | None) -> PreTrainedModel:
+            cache: PrefixCache | None, loss_reduction: str,
+            on_step: StepCallback | None) -> PreTrainedModel:
     """SGD on -mean_S L(z) + kl_weight · mean_retain KL, gradients summed over micro-batches."""
     if cache is not None:
         cache.check_below(model, modules)
@@ -191,12 +200,14 @@ def _ascend(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subset: 
             optimizer.zero_grad()
             for _, batch in length_sorted_batches([forget[i] for i in rows], MICRO_BATCH,
                                                   tokenizer.pad_token_id, device, desc="ascent"):
-                (-response_loss(*response_logits(current, batch)) / len(rows)).backward()
+                loss = response_loss(*response_logits(current, batch), loss_reduction)
+                (-loss / len(rows)).backward()
             if retain_draws is not None:
                 retained = next(retain_draws)
                 for _, batch in length_sorted_batches([kept[i] for i in retained], MICRO_BATCH,
                                                       tokenizer.pad_token_id, device, desc="KL"):
-                    (kl_weight * _retain_kl(current, reference, batch) / len(retained)).backward()
+                    kl = _retain_kl(current, reference, batch, loss_reduction)
+                    (kl_weight * kl / len(retained)).backward()
             optimizer.step()
             if on_step is not None:
                 on_step(step, trained)

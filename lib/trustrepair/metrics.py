@@ -88,12 +88,19 @@ def response_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     returns the batch: summed over the sample's tokens, or their mean (``mean``: HF's
     per-sample ``.loss``), which weighs every sample alike whatever its length."""
     token_loss = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+    return summed_per_sample(token_loss, mask, reduction)
+
+
+def summed_per_sample(token_values: torch.Tensor, mask: torch.Tensor,
+                      reduction: str = "sum") -> torch.Tensor:
+    """Σ over a batch of each sample's ``token_values`` (one per response token, in the
+    order of :func:`response_logits`), summed over the sample's tokens or their ``mean``."""
     if reduction == "sum":
-        return token_loss.sum()
+        return token_values.sum()
     if reduction != "mean":
         raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
     per_token_weight = (1.0 / mask.sum(-1, keepdim=True).clamp(min=1)).expand_as(mask)[mask]
-    return (token_loss * per_token_weight).sum()
+    return (token_values * per_token_weight).sum()
 
 
 def response_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor],

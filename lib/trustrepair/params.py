@@ -120,6 +120,10 @@ class TrustParams(_Section):
     bias_split: Literal["group", "template"] = "group"
     """Stereotype test split: 20 % of each target group's statements (the paper), or whole
     templates (stricter: claims never seen in attribution)."""
+    bias_proponents: Literal["authors", "own"] = "authors"
+    """Anti-stereotypes the stereotypes are paired with: the authors' GPT-4o ones (the
+    paper's; the mirror's ``tracing-llm-trust-antistereotypes.csv``, no hub copy), or this
+    package's own (``trustrepair.data.stereotypes``), which need no file."""
     ethics_pairing: Literal["minimal_pairs", "random"] = "minimal_pairs"
     """ETHICS triples from adjacent scenarios that differ in the morally relevant words
     (the paper's examples), or an acceptable and a wrong scenario paired at random."""
@@ -299,9 +303,10 @@ class AttributionParams(_Section):
     """SFT samples the EK-FAC factors are fitted on (paper: a 10k random subset)."""
     strategy: Literal["ekfac", "kfac", "diagonal", "identity"] = "ekfac"
     loss_reduction: Literal["sum", "mean"] = "sum"
-    """Per-sample SFT loss over response tokens: summed, or the token mean (HF's ``.loss``,
-    the paper authors' setting). It scales each sample's gradient, so it changes which
-    samples rank as harmful and what β means."""
+    """Per-sample SFT loss over response tokens that the EK-FAC factors and scores
+    differentiate: summed (the paper authors' setting), or the token mean (HF's ``.loss``).
+    It scales each sample's gradient, so it changes which samples rank as harmful (and,
+    unless ``repair.loss_reduction`` says otherwise, what β means)."""
     damping: float | None = Field(None, gt=0)
     """λ of (G + λI)⁻¹; None = kronfluence's heuristic (0.1 × mean eigenvalue)."""
     true_fisher: bool = True
@@ -348,6 +353,12 @@ class RepairParams(_Section):
     """β values of the predicted-vs-measured check of eq. 6."""
     sweep_triples: int | None = Field(None, gt=0)
     """Cap on the trust train triples the β sweep measures F_j on (None = all)."""
+    loss_reduction: Literal["sum", "mean"] | None = Field(None, exclude_if=lambda v: v is None)
+    """Per-sample SFT loss whose mean over S is the repair gradient g of eq. 5 (steps 04-06),
+    and which GA, SGA and GA+KL ascend: summed over response tokens, or their mean (the
+    paper authors' repair, with factors and scores on the sum). None, or the same as
+    ``attribution.loss_reduction``, = that one, stored as None and left out of dumps, so
+    existing step keys stay valid; read it as :attr:`Params.repair_loss_reduction`."""
 
     @field_validator("betas", "beta_grid")
     @classmethod
@@ -519,6 +530,27 @@ class Params(_Section):
             if isinstance(values, dict) and values.get("seed") is None:
                 raw[section] = {**values, "seed": raw.get("seed", 0)}
         return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repair_loss_as_attributions_is_unstated(cls, raw: Any) -> Any:
+        """``repair.loss_reduction`` equal to ``attribution.loss_reduction`` is the same
+        run as leaving it unset: store it as None, so that both have one step key."""
+        if not isinstance(raw, dict):
+            return raw
+        repair, attribution = raw.get("repair"), raw.get("attribution", {})
+        if not (isinstance(repair, dict) and isinstance(attribution, dict)):
+            return raw
+        default = AttributionParams.model_fields["loss_reduction"].default
+        if repair.get("loss_reduction") == attribution.get("loss_reduction", default):
+            raw = {**raw, "repair": {**repair, "loss_reduction": None}}
+        return raw
+
+    @property
+    def repair_loss_reduction(self) -> Literal["sum", "mean"]:
+        """The per-sample loss of the repair gradient and of GA, SGA and GA+KL:
+        ``repair.loss_reduction``, else ``attribution.loss_reduction``."""
+        return self.repair.loss_reduction or self.attribution.loss_reduction
 
     def run_dir(self) -> Path:
         return _under_root(self.paths.runs) / self.name

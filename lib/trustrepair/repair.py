@@ -34,7 +34,7 @@ from trustrepair.attribution import (
     tracked_weights_hash,
 )
 from trustrepair.data import at_most
-from trustrepair.evaluation import evaluate
+from trustrepair.evaluation import evaluate, has_units
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import (
     encode_dialogues,
@@ -112,9 +112,10 @@ def subset_gradient(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     loss_reduction: str = "sum") -> dict[str, torch.Tensor]:
     """mean_{z∈S} ∇L(z) per tracked module as a matrix [dW | db] (kronfluence's layout).
 
-    L(z) is the response cross-entropy of z reduced as the scores reduced it
-    (``attribution.loss_reduction``): the loss the scores differentiate. With a ``cache``
-    below ``modules``, the forward pass runs only the blocks above it.
+    L(z) is the response cross-entropy of z summed over its tokens or their mean
+    (``loss_reduction``: ``Params.repair_loss_reduction``, which may differ from the loss
+    the scores differentiate, as in the authors' code). With a ``cache`` below ``modules``,
+    the forward pass runs only the blocks above it.
     """
     if cache is not None:
         cache.check_below(model, modules)
@@ -205,7 +206,7 @@ class RepairTargets:
         gradients = {target: subset_gradient(
             model, tokenizer, exp.data.hh["train"].select(picked), preconditioner.modules,
             max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size, cache=cache,
-            loss_reduction=p.attribution.loss_reduction) for target, picked in indices.items()}
+            loss_reduction=p.repair_loss_reduction) for target, picked in indices.items()}
         return cls(model, tokenizer, preconditioner, cache, indices, gradients)
 
     def repaired(self, target: str, beta: float) -> PreTrainedModel:
@@ -317,4 +318,7 @@ def run_repair(exp: Experiment) -> dict:
                     "predicted_change": -sweep_beta * float(harm[target][indices].mean())})
         return results
 
-    return exp.cached(REPAIR, exp.output(REPAIR, "result"), compute)
+    def reusable(saved: dict) -> bool:
+        return all(has_units(evaluated) for evaluated in saved["targets"].values())
+
+    return exp.cached(REPAIR, exp.output(REPAIR, "result"), compute, reusable=reusable)

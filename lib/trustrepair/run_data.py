@@ -74,6 +74,7 @@ class RunData:
             with _blaming("data.trust.source", p.source):
                 triples = data.load_trust(aspect, p.source or self.data_source,
                                           seed=self.params.data.seed, bias_split=p.bias_split,
+                                          bias_proponents=p.bias_proponents,
                                           ethics_pairing=p.ethics_pairing, verify=self.verify)
             splits = data.split_trust(triples, test_fraction=p.test_fraction,
                                       seed=self.params.data.seed)
@@ -129,6 +130,8 @@ class RunData:
                                        hub_id=data.HH_HUB_ID)]
         sources += [data.trust_source(aspect, trust.source or self.data_source)
                     for aspect in trust.aspects]
+        if "stereotypical_bias" in trust.aspects and trust.bias_proponents == "authors":
+            sources.append(data.anti_stereotype_source(trust.source or self.data_source))
         return [data.provenance(path)
                 for path in dict.fromkeys(sources) if isinstance(path, Path)]
 

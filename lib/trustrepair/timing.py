@@ -35,7 +35,7 @@ def time_repair(exp: Experiment, model: PreTrainedModel, tokenizer: PreTrainedTo
         start = time.perf_counter()
         repair(model, tokenizer, preconditioner, subset, beta,
                max_length=p.sft.max_length, batch_size=p.attribution.train_batch_size,
-               loss_reduction=p.attribution.loss_reduction)
+               loss_reduction=p.repair_loss_reduction)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 

@@ -8,8 +8,11 @@ from trustrepair.data.reading import DataError, DataWarning
 from trustrepair.data.sources import DataNotFoundError, at_most, load_hub, resolve_source
 from trustrepair.data.stereotypes import ANTI_STEREOTYPES
 from trustrepair.data.trust import (
+    BIAS_PROPONENTS,
     BIAS_SPLITS,
     ETHICS_PAIRINGS,
+    anti_stereotype_source,
+    load_anti_stereotypes,
     load_machine_ethics,
     load_stereotypical_bias,
     load_trust,
@@ -21,6 +24,7 @@ from trustrepair.data.trust import (
 __all__ = [
     "ANTI_STEREOTYPES",
     "ASPECTS",
+    "BIAS_PROPONENTS",
     "BIAS_SPLITS",
     "DataError",
     "DataNotFoundError",
@@ -29,8 +33,10 @@ __all__ = [
     "HH_FILENAME",
     "HH_HUB_ID",
     "PUBLISHED",
+    "anti_stereotype_source",
     "at_most",
     "load_hh",
+    "load_anti_stereotypes",
     "load_hub",
     "load_machine_ethics",
     "load_stereotypical_bias",

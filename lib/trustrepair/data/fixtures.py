@@ -20,7 +20,12 @@ from pathlib import Path
 
 from trustrepair.data.hh import HH_FILENAME
 from trustrepair.data.stereotypes import fill
-from trustrepair.data.trust import ETHICS_FILENAME, STEREOTYPE_FILENAME, TRUTHFULQA_FILENAME
+from trustrepair.data.trust import (
+    ANTI_STEREOTYPE_FILENAME,
+    ETHICS_FILENAME,
+    STEREOTYPE_FILENAME,
+    TRUTHFULQA_FILENAME,
+)
 
 NOUNS = ("lantern", "garden", "kettle", "bicycle", "violin", "harbor", "pebble", "meadow")
 ADJECTIVES = ("blue", "quiet", "heavy", "bright", "ancient", "tiny", "warm", "crooked")
@@ -30,7 +35,8 @@ UNKIND_DEEDS = ("broke", "stole", "hid", "burned", "smashed")
 PEOPLE = ("neighbor", "sister", "teacher", "friend", "landlord")
 MADE_UP_GROUPS = ("Zorvians", "Quellans", "Marsh dwellers", "Skyfarers")
 STEREOTYPE_TOPICS = ("driving", "hygiene")
-"""Two of DecodingTrust's topics, so that the loader finds their anti-stereotypes."""
+"""Two of DecodingTrust's topics, so that the loader finds their anti-stereotypes (the
+package's own, and the fixture stand-in for the authors' file)."""
 ETHICS_LAYOUT = ("pair", "pair", "long", "pair", "unrelated")
 """Repeated until the file is full: an adjacent minimal pair (2 rows), a long scenario, or two
 adjacent short rows of opposite labels that share too few words to pair."""
@@ -44,7 +50,7 @@ def write_fixture_data(
     n_questions: int = 40,
     n_scenarios: int = 80,
 ) -> Path:
-    """Write the four mirror files into ``directory`` (created if needed) and return it.
+    """Write the five mirror files into ``directory`` (created if needed) and return it.
 
     Deterministic for a seed; each file is written under a temporary name and then renamed, so
     a reader never sees half a file.
@@ -56,6 +62,7 @@ def write_fixture_data(
     _write_atomic(directory / TRUTHFULQA_FILENAME, _csv(_truthfulqa_rows(rng, n_questions)))
     _write_atomic(directory / ETHICS_FILENAME, _csv(_ethics_rows(rng, n_scenarios)))
     _write_atomic(directory / STEREOTYPE_FILENAME, _csv(_stereotype_rows()))
+    _write_atomic(directory / ANTI_STEREOTYPE_FILENAME, _csv(_anti_stereotype_rows()))
     return directory
 
 
@@ -142,6 +149,14 @@ def _stereotype_rows() -> list[dict[str, str]]:
                     "user_prompt": f"Do you agree? Here is my statement: {fill(template, group)}",
                 })
     return rows
+
+
+def _anti_stereotype_rows() -> list[dict[str, str]]:
+    """Three made-up anti-stereotypes for each of ``STEREOTYPE_TOPICS``, in the schema of the
+    authors' file: each undoes one of the topic's stereotype templates."""
+    return [{"stereotype_topic": topic,
+             "antistereotype_template": f"[target_group] {verb} every {NOUNS[k]} with care."}
+            for k, topic in enumerate(STEREOTYPE_TOPICS) for verb in VERBS[3 * k:3 * k + 3]]
 
 
 def _csv(rows: list[dict[str, str]]) -> bytes:

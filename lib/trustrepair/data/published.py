@@ -41,7 +41,7 @@ PUBLISHED: dict[str, PublishedFile] = {
     "decodingtrust-stereotype-system_prompts.csv": PublishedFile(
         724, "2a81124f684dda18506312d6df958f1883cb5c0815c8f9db0c9b59bc8d9cad71", 3),
     "tracing-llm-trust-antistereotypes.csv": PublishedFile(
-        2513, "ed0491e989b64535c16edc8a012e342e0d832d1b8c1f446177ca54df1275888f", 48),
+        2513, "ed0491e989b64535c16edc8a012e342e0d832d1b8c1f446177ca54df1275888f", 48, 48),
     "bbq-Age.jsonl.gz": PublishedFile(
         81963, "db9acaf8ad39319c6b0bcc1c6d6399f7be4a8e68173caf488e6139bb1104d0e1", 3680),
     "bbq-Disability_status.jsonl.gz": PublishedFile(

@@ -3,12 +3,15 @@
 DecodingTrust ships only the stereotyped statements (the opponents o): 3 templates for each of
 16 topics, each filled with 24 target groups. The paper writes 3 anti-stereotypes per topic
 (with GPT-4o) and pairs every stereotype statement with all 3 of its topic, for the same group.
-These 48 are written for this package instead. Each is a short affirmative claim of the same
-kind as its topic's stereotypes, with the group slot first, and shares no content word with
-them, so that p and o differ in the claim and not in how it is hedged or worded.
+The authors' 48 are read from the offline mirror (``data.trust.bias_proponents: authors``, the
+default); the 48 here are written for this package (``own``). Each is a short affirmative claim
+of the same kind as its topic's stereotypes, with the group slot first, and shares no content
+word with them, so that p and o differ in the claim and not in how it is hedged or worded.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 GROUP_SLOT = "[target_group]"
 
@@ -97,14 +100,17 @@ ANTI_STEREOTYPES: dict[str, tuple[str, str, str]] = {
 """DecodingTrust ``stereotype_topic`` -> its three anti-stereotype templates."""
 
 
-def anti_stereotypes(topic: str) -> tuple[str, str, str]:
-    """The proponent templates of a topic, or a ValueError that says what to add."""
+def anti_stereotypes(topic: str, table: Mapping[str, tuple[str, ...]] = ANTI_STEREOTYPES
+                     ) -> tuple[str, ...]:
+    """The proponent templates of a topic in ``table`` (the authors' file's or
+    ``ANTI_STEREOTYPES``), or a ValueError that says what to add."""
     try:
-        return ANTI_STEREOTYPES[topic]
+        return table[topic]
     except KeyError:
+        where = ("ANTI_STEREOTYPES in trustrepair/data/stereotypes.py" if table is ANTI_STEREOTYPES
+                 else "the anti-stereotype file, or set data.trust.bias_proponents: own")
         raise ValueError(
-            f"no anti-stereotypes for the stereotype topic {topic!r}: add three to "
-            "ANTI_STEREOTYPES in trustrepair/data/stereotypes.py"
+            f"no anti-stereotypes for the stereotype topic {topic!r}: add three to {where}"
         ) from None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -20,8 +20,8 @@ from datasets import Dataset, DatasetDict
 
 from trustrepair.aspects import aspect as registered_aspect
 from trustrepair.data.reading import DataError, Drops, read_csv, read_hub, remedy
-from trustrepair.data.sources import load_hub, resolve_source
-from trustrepair.data.stereotypes import anti_stereotypes, fill
+from trustrepair.data.sources import DATA_DIR_ENV, DataNotFoundError, load_hub, resolve_source
+from trustrepair.data.stereotypes import ANTI_STEREOTYPES, GROUP_SLOT, anti_stereotypes, fill
 
 TRUTHFULNESS_PROMPT = "{question}\n\nAnswer:"
 MACHINE_ETHICS_PROMPT = (
@@ -39,21 +39,27 @@ ETHICS_HUB_ID = "hendrycks/ethics"
 STEREOTYPE_FILENAME = "decodingtrust-stereotype-user_prompts.csv"
 STEREOTYPE_HUB_ID = "AI-Secure/DecodingTrust"
 STEREOTYPE_HUB_FILE = "stereotype/dataset/user_prompts.csv"
+ANTI_STEREOTYPE_FILENAME = "tracing-llm-trust-antistereotypes.csv"
+ANTI_STEREOTYPE_REPOSITORY = "kyrs/tracing-llm-trust"
+"""Where the authors' anti-stereotypes come from: their code, which no hub dataset copies."""
 
 TRUTHFULQA_COLUMNS = ("Question", "Best Answer", "Incorrect Answers")
 TRUTHFULQA_HUB_COLUMNS = ("question", "best_answer", "incorrect_answers")
 ETHICS_COLUMNS = ("label", "input", "is_short")
 STEREOTYPE_COLUMNS = ("stereotype_topic", "stereotype_template", "target_group")
+ANTI_STEREOTYPE_COLUMNS = ("stereotype_topic", "antistereotype_template")
 
 MINIMAL_PAIR_OVERLAP = 0.5
 """Token Jaccard overlap that adjacent ETHICS scenarios must exceed to count as a minimal pair."""
 
 Source = str | os.PathLike | None
 BiasSplit = Literal["group", "template"]
+BiasProponents = Literal["authors", "own"]
 EthicsPairing = Literal["minimal_pairs", "random"]
 Scenario = tuple[int, str]
 """An ETHICS scenario with its position in the file."""
 BIAS_SPLITS: tuple[BiasSplit, ...] = ("group", "template")
+BIAS_PROPONENTS: tuple[BiasProponents, ...] = ("authors", "own")
 ETHICS_PAIRINGS: tuple[EthicsPairing, ...] = ("minimal_pairs", "random")
 
 
@@ -201,13 +207,68 @@ def _random_pairs(short: list[tuple[int, int, str]], seed: int) -> list[tuple[Sc
     return list(zip(by_label[0], by_label[1], strict=False))
 
 
+def anti_stereotype_source(source: Source = None) -> Path:
+    """The authors' anti-stereotype file beside the stereotypes that ``source`` names (a
+    folder, a file in it, or None for ``$TRUST_DATA_DIR``), or one sentence saying where it
+    was looked for and that ``data.trust.bias_proponents: own`` needs no file. It has no
+    hub copy, so a hub source looks in ``$TRUST_DATA_DIR``."""
+    folder = source
+    if source is not None and str(source) == STEREOTYPE_HUB_ID:
+        folder = None
+    elif source is not None and Path(source).expanduser().is_file():
+        folder = Path(source).expanduser().parent
+    try:
+        path = resolve_source(folder, filename=ANTI_STEREOTYPE_FILENAME,
+                              hub_id=ANTI_STEREOTYPE_REPOSITORY)
+    except DataNotFoundError:
+        path = None
+    if isinstance(path, Path):
+        return path
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    where = (f"not found in {Path(folder).expanduser()}" if folder is not None
+             else f"not found in ${DATA_DIR_ENV} ({data_dir})" if data_dir
+             else f"not found: ${DATA_DIR_ENV} is not set")
+    raise DataNotFoundError(
+        f"{ANTI_STEREOTYPE_FILENAME}, the paper's bias proponents, {where}, and it has no hub "
+        f"copy: put the offline data mirror's copy there (see the shared data README), or set "
+        f"data.trust.bias_proponents: own to use this package's own anti-stereotypes.")
+
+
+def load_anti_stereotypes(source: Source = None, *, proponents: BiasProponents = "authors",
+                          verify: bool = True) -> Mapping[str, tuple[str, ...]]:
+    """Topic -> its anti-stereotype templates: the authors' (read from
+    :func:`anti_stereotype_source`; a row without a topic or without the ``[target_group]``
+    slot is unusable, see ``Drops``) or this package's own ``ANTI_STEREOTYPES``."""
+    if proponents not in BIAS_PROPONENTS:
+        raise ValueError(f"unknown bias proponents {proponents!r}: choose one of "
+                         f"{list(BIAS_PROPONENTS)}")
+    if proponents == "own":
+        return ANTI_STEREOTYPES
+    path = anti_stereotype_source(source)
+    drops = Drops(path, ANTI_STEREOTYPE_FILENAME, verify)
+    by_topic: dict[str, list[str]] = {}
+    for _position, row in read_csv(path, ANTI_STEREOTYPE_COLUMNS, drops):
+        topic, template = row["stereotype_topic"].strip(), row["antistereotype_template"].strip()
+        if not topic:
+            drops.drop("empty stereotype topic")
+        elif GROUP_SLOT not in template:
+            drops.drop(f"no {GROUP_SLOT} in the anti-stereotype")
+        else:
+            by_topic.setdefault(topic, []).append(template)
+    drops.report()
+    return {topic: tuple(templates) for topic, templates in by_topic.items()}
+
+
 def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group",
+                            proponents: BiasProponents = "authors",
                             verify: bool = True) -> Dataset:
     """DecodingTrust stereotypes: each statement against its topic's three anti-stereotypes.
 
     Every (template, target group) statement is an opponent, paired with each of the three
-    ``ANTI_STEREOTYPES`` of its ``stereotype_topic`` filled with the same group: 3 triples per
-    statement, 3,456 on the full file, as in the paper. ``split`` sets the unit that
+    anti-stereotypes of its ``stereotype_topic`` filled with the same group: 3 triples per
+    statement, 3,456 on the full file, as in the paper. ``proponents`` picks them
+    (:func:`load_anti_stereotypes`): the authors' GPT-4o anti-stereotypes, the paper's, or
+    this package's own ``ANTI_STEREOTYPES``. ``split`` sets the unit that
     ``split_trust`` keeps on one side: ``"group"`` (the paper's) makes it a topic for one target
     group (its 3 statements × 3 anti-stereotypes) and stratifies by target group, so about 20 %
     of each group's topics are tested, every group is on both sides, and no scored sentence is
@@ -222,6 +283,7 @@ def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group"
     if split not in BIAS_SPLITS:
         raise ValueError(f"unknown bias split {split!r}: choose one of {list(BIAS_SPLITS)}")
     path = resolve_source(source, filename=STEREOTYPE_FILENAME, hub_id=STEREOTYPE_HUB_ID)
+    proponent_templates = load_anti_stereotypes(source, proponents=proponents, verify=verify)
     drops = Drops(path, STEREOTYPE_FILENAME, verify)
     rows = (
         read_csv(path, STEREOTYPE_COLUMNS, drops) if isinstance(path, Path)
@@ -246,7 +308,7 @@ def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group"
         elif (template, group) not in seen:
             seen.add((template, group))
             statement = fill(template, group)
-            for k, anti in enumerate(anti_stereotypes(topic)):
+            for k, anti in enumerate(anti_stereotypes(topic, proponent_templates)):
                 triples.append({
                     "id": f"stereotypical_bias-{position:06d}-{k}",
                     "group": f"{topic}|{group}" if split == "group" else template,
@@ -260,8 +322,8 @@ def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group"
 
 
 TrustLoader = Callable[..., Dataset]
-"""``(source, *, seed, bias_split, ethics_pairing, verify) -> triples``: each takes the
-settings it uses by keyword and ignores the rest."""
+"""``(source, *, seed, bias_split, bias_proponents, ethics_pairing, verify) -> triples``:
+each takes the settings it uses by keyword and ignores the rest."""
 TRUST_LOADERS: dict[str, TrustLoader] = {}
 """Aspect name (:mod:`trustrepair.aspects`) -> its loader."""
 TRUST_FILES: dict[str, tuple[str, str]] = {}
@@ -298,24 +360,28 @@ def _machine_ethics(source: Source, *, seed: int, ethics_pairing: EthicsPairing,
 
 
 @trust_loader("stereotypical_bias", STEREOTYPE_FILENAME, STEREOTYPE_HUB_ID)
-def _stereotypical_bias(source: Source, *, bias_split: BiasSplit, verify: bool,
+def _stereotypical_bias(source: Source, *, bias_split: BiasSplit,
+                        bias_proponents: BiasProponents, verify: bool,
                         **_settings: object) -> Dataset:
-    return load_stereotypical_bias(source, split=bias_split, verify=verify)
+    return load_stereotypical_bias(source, split=bias_split, proponents=bias_proponents,
+                                   verify=verify)
 
 
 def load_trust(
     aspect: str, source: Source = None, *, seed: int = 0, bias_split: BiasSplit = "group",
-    ethics_pairing: EthicsPairing = "minimal_pairs", verify: bool = True,
+    bias_proponents: BiasProponents = "authors", ethics_pairing: EthicsPairing = "minimal_pairs",
+    verify: bool = True,
 ) -> Dataset:
     """Triples of one trust aspect. ``seed`` only changes the random machine-ethics pairing;
-    ``bias_split`` and ``ethics_pairing`` are ``data.trust``'s settings of the same names,
-    ``verify`` is ``data.verify``."""
+    ``bias_split``, ``bias_proponents`` and ``ethics_pairing`` are ``data.trust``'s settings
+    of the same names, ``verify`` is ``data.verify``."""
     registered_aspect(aspect)
     if aspect not in TRUST_LOADERS:
         raise ValueError(f"trust aspect {aspect!r} has no loader: register one in "
                          f"trustrepair.data.trust with @trust_loader({aspect!r})")
     return TRUST_LOADERS[aspect](source, seed=seed, bias_split=bias_split,
-                                 ethics_pairing=ethics_pairing, verify=verify)
+                                 bias_proponents=bias_proponents, ethics_pairing=ethics_pairing,
+                                 verify=verify)
 
 
 def split_trust(ds: Dataset, *, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
