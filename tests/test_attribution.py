@@ -9,7 +9,14 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file
 
-from trustrepair.attribution import check_finite, detrimental, fit_and_score
+from trustrepair.attribution import (
+    SFTTrustTask,
+    check_finite,
+    collate_signed,
+    detrimental,
+    encode_triples,
+    fit_and_score,
+)
 from trustrepair.data import load_hh, load_trust, split_trust
 from trustrepair.metrics import collate, encode, trust_logodds
 from trustrepair.models import decoder_blocks, tracked_linear_modules
@@ -144,3 +151,26 @@ def test_the_common_score_does_not_let_one_aspects_scale_decide() -> None:
                       eta=100.0) == pick
     assert dpp.select("dpp", features=features, scores=sum(rescaled.values()), k=10,
                       eta=100.0) != pick, "a raw sum is decided by the rescaled aspect"
+
+
+def test_query_sequences_are_distinct_with_net_signs(tiny_lm, tokenizer) -> None:
+    """A repeated sentence is one query with its net sign, a cancelling one none at all, and
+    the measurement is still n_triples · F_j (float64: the computation is compared)."""
+    model = copy.deepcopy(tiny_lm).double()
+    triples = Dataset.from_list([
+        {"prompt": "tell me a fact about people", "opponent": " people are bad",
+         "proponent": " people are kind"},
+        {"prompt": "tell me a fact about people", "opponent": " people are bad",
+         "proponent": " people are good"},
+        {"prompt": "tell me a fact about people", "opponent": " people are kind",
+         "proponent": " people are good"},
+        {"prompt": "the cat", "opponent": " ran to the park", "proponent": " sat on the mat"}])
+    queries = encode_triples(tokenizer, triples, 64)
+    signs = sorted(item["sign"] for item in queries.items)
+    assert signs == [-2.0, -1.0, 1.0, 2.0]  # "kind" is once each way: left out
+    task = SFTTrustTask(tracked_linear_modules(model))
+    with torch.no_grad():
+        measured = task.compute_measurement(
+            collate_signed(queries.items, tokenizer.pad_token_id), model)
+    assert measured.item() == pytest.approx(
+        len(triples) * trust_logodds(model, tokenizer, triples).mean, rel=1e-9)

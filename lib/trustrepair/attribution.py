@@ -55,9 +55,9 @@ from trustrepair.steps import ATTRIBUTION, SFT
 class SFTTrustTask(Task):
     """SFT loss for training samples; summed signed log-probs of triples as F_j.
 
-    Query items are single response sequences carrying ``sign`` = +1 for an opponent and
-    -1 for a proponent, so the measurement summed over an aspect's triples is
-    ``Σ [log P(o|m) - log P(p|m)]`` = n_triples · F_j.
+    Query items are single response sequences carrying ``sign``, how many more times they
+    are an opponent than a proponent (:func:`encode_triples`), so the measurement summed
+    over an aspect's triples is ``Σ [log P(o|m) - log P(p|m)]`` = n_triples · F_j.
     """
 
     def __init__(self, tracked_modules: list[str], normalized: bool = True,
@@ -121,13 +121,17 @@ def collate_signed(items: list[dict], pad_token_id: int) -> dict[str, torch.Tens
 
 def encode_triples(tokenizer: PreTrainedTokenizerBase, triples: Dataset,
                    max_length: int) -> EncodedDataset:
-    """Each triple as two signed sequences: +1 · log P(o|m) and -1 · log P(p|m)."""
-    items = []
+    """The triples' summed log-odds Σ [log P(o|m) - log P(p|m)] as signed sequences, each
+    distinct sequence once with its net sign: a stereotype that is the opponent of three
+    triples counts +3 (its gradient is computed once, not three times), and a sequence that
+    is as often a proponent as an opponent cancels and is left out."""
+    items: dict[tuple[int, ...], dict] = {}
     for row in triples:
-        items.append({**encode(tokenizer, row["prompt"], row["opponent"], max_length), "sign": 1.0})
-        items.append({**encode(tokenizer, row["prompt"], row["proponent"], max_length),
-                      "sign": -1.0})
-    return EncodedDataset(items)
+        for response, sign in ((row["opponent"], 1.0), (row["proponent"], -1.0)):
+            encoded = encode(tokenizer, row["prompt"], response, max_length)
+            key = (*encoded["input_ids"], -1, *encoded["labels"])
+            items.setdefault(key, {**encoded, "sign": 0.0})["sign"] += sign
+    return EncodedDataset([item for item in items.values() if item["sign"] != 0])
 
 
 def _by_length(items: list[dict]) -> EncodedDataset:
