@@ -131,15 +131,16 @@ def test_evaluate_saves_the_per_item_values_of_both_metrics(tiny_lm, tokenizer) 
     from trustrepair.params import EvalParams
 
     triples = Dataset.from_list([
-        {"id": "t-0", "prompt": "tell me a fact about people", "proponent": " people are kind",
-         "opponent": " people are bad"},
-        {"id": "t-1", "prompt": "the cat", "proponent": " sat on the mat",
+        {"id": "t-0", "group": "people", "prompt": "tell me a fact about people",
+         "proponent": " people are kind", "opponent": " people are bad"},
+        {"id": "t-1", "group": "cat", "prompt": "the cat", "proponent": " sat on the mat",
          "opponent": " ran to the park"}])
     dialogues = Dataset.from_list([{"id": f"hh-{i}", "prompt": p, "response": r}
                                    for i, (p, r) in enumerate(PAIRS)])
     result = evaluate(tiny_lm, tokenizer, {"truthfulness": triples}, dialogues,
                       EvalParams(batch_size=2))
     assert result["aspects"]["truthfulness"]["ids"] == ["t-0", "t-1"]
+    assert result["aspects"]["truthfulness"]["groups"] == ["people", "cat"], "bootstrap units"
     assert len(result["aspects"]["truthfulness"]["per_triple"]) == 2
     assert result["ppl_ids"] == [f"hh-{i}" for i in range(len(PAIRS))]
     assert result["ppl"] == perplexity(tiny_lm, tokenizer, dialogues, batch_size=2)

@@ -248,6 +248,18 @@ def test_cached_results_are_reused_only_under_the_same_settings(tmp_path: Path) 
     assert len(calls) == 2
 
 
+def test_a_saved_result_without_a_field_added_since_is_recomputed(tmp_path: Path) -> None:
+    from trustrepair.evaluation import has_units
+
+    exp = Experiment(smoke_params(tmp_path))
+    path = tmp_path / "eval.json"
+    old = {"aspects": {"truthfulness": {"per_triple": [0.1]}}}
+    exp.cached(SFT, path, lambda: old)
+    new = {"aspects": {"truthfulness": {"per_triple": [0.1], "groups": ["q"]}}}
+    assert exp.cached(SFT, path, lambda: new)["aspects"] == old["aspects"], "same settings"
+    assert exp.cached(SFT, path, lambda: new, reusable=has_units)["aspects"] == new["aspects"]
+
+
 def test_an_interrupted_write_leaves_the_old_artifact(tmp_path: Path) -> None:
     path = write_json(tmp_path / "a.json", {"v": 1})
     with pytest.raises(RuntimeError), atomic_path(path) as tmp:

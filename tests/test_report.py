@@ -16,7 +16,8 @@ TOKENS = [12, 30, 7, 21]
 def _evaluation(per_triple: dict[str, list[float]], nll_per_token: list[float]) -> dict:
     """An evaluation as :func:`trustrepair.evaluation.evaluate` saves it."""
     return {"aspects": {a: {"logodds": float(np.mean(v)), "per_triple": v,
-                            "ids": [f"{a}-{i}" for i in range(len(v))]}
+                            "ids": [f"{a}-{i}" for i in range(len(v))],
+                            "groups": [f"{a}-{i}" for i in range(len(v))]}
                         for a, v in per_triple.items()},
             "ppl": float(np.exp(np.dot(nll_per_token, TOKENS) / sum(TOKENS))),
             "ppl_ids": [f"hh-{i}" for i in range(len(TOKENS))],
@@ -85,6 +86,32 @@ def test_repair_table_refuses_evaluations_of_other_items() -> None:
     ours["aspects"]["truthfulness"]["ids"] = ["other-0", "other-1"]
     with pytest.raises(ValueError, match="cannot be paired"):
         repair_table(post, post, {"truthfulness": ours}, BOOTSTRAP)
+
+
+def test_the_tables_resample_triples_by_their_units() -> None:
+    """Two units of three identical triples: Table 1's interval is that of two items."""
+    post = _evaluation({"truthfulness": [0.4, 0.4, 0.4, 0.6, 0.6, 0.6]}, [2.0] * 4)
+    ours = _evaluation({"truthfulness": [0.3, 0.3, 0.3, 0.58, 0.58, 0.58]}, [2.0] * 4)
+    post["aspects"]["truthfulness"]["groups"] = ["q0"] * 3 + ["q1"] * 3
+    row = repair_table(post, post, {"truthfulness": ours}, BOOTSTRAP).iloc[0]
+    delta, _ = logodds_change([0.4, 0.4, 0.4, 0.6, 0.6, 0.6], [0.3, 0.3, 0.3, 0.58, 0.58, 0.58],
+                              BOOTSTRAP, clusters=["q0"] * 3 + ["q1"] * 3)
+    assert (row.delta_logodds_ci_low, row.delta_logodds_ci_high) == (delta.low, delta.high)
+    iid, _ = logodds_change([0.4, 0.4, 0.4, 0.6, 0.6, 0.6], [0.3, 0.3, 0.3, 0.58, 0.58, 0.58],
+                            BOOTSTRAP)
+    assert delta != iid
+
+
+def test_a_result_saved_without_triple_units_names_the_file_and_the_fix(tmp_path) -> None:
+    from trustrepair.evaluation import has_units
+    from trustrepair.report import with_per_item_values
+
+    old = _evaluation({"truthfulness": [0.4, 0.6]}, [2.0] * 4)
+    del old["aspects"]["truthfulness"]["groups"]
+    assert not has_units(old), "a run resumes it no more: the step recomputes it"
+    with pytest.raises(ValueError, match=r"^\S*repair\.json lacks truthfulness groups, .*units"
+                                         r".*`trustrepair run PARAMS --force`$"):
+        with_per_item_values(old, tmp_path / "repair.json")
 
 
 def test_a_result_saved_without_per_item_values_names_the_fix(tmp_path) -> None:

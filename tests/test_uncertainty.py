@@ -13,6 +13,7 @@ from trustrepair.uncertainty import (
     Bootstrap,
     Interval,
     auroc_interval,
+    cluster_resample_counts,
     logodds_change,
     paired_bootstrap,
     perplexity_change,
@@ -116,6 +117,37 @@ def test_the_resample_is_paired() -> None:
     low, high = np.quantile(ours_means - post_means, [0.025, 0.975])
     assert (high - low) > 20 * (delta.high - delta.low)
     assert delta.high < 0 < high, "paired, the change is clear; unpaired, it is not"
+
+
+def test_units_of_near_copies_widen_the_interval_and_single_items_change_nothing() -> None:
+    """10 units of 9 items with one value each: as 90 independent items the interval
+    counts each value nine times over; drawn by unit it is as wide as 10 items allow."""
+    changes = RNG.normal(-0.05, 0.2, 10)
+    post = np.repeat(RNG.normal(0.3, 0.5, 10), 9)
+    ours = post + np.repeat(changes, 9)
+    units = np.repeat([f"topic-{u}" for u in range(10)], 9).tolist()
+    iid, _ = logodds_change(post, ours, B)
+    clustered, _ = logodds_change(post, ours, B, clusters=units)
+    assert clustered.high - clustered.low > 2 * (iid.high - iid.low), "about √9 = 3 times"
+    alone = logodds_change(post, ours, B, clusters=[f"item-{i}" for i in range(90)])
+    assert alone == logodds_change(post, ours, B), "one item per unit: the i.i.d. resamples"
+    # Drawn by unit, the 10 values are resampled as 10 items would be.
+    ten, _ = logodds_change(post[::9], ours[::9], B)
+    assert (clustered.low, clustered.high) == pytest.approx((ten.low, ten.high), abs=1e-12)
+
+
+def test_a_drawn_unit_brings_all_its_items_and_a_mean_divides_by_their_count() -> None:
+    units = ["a", "a", "a", "b", "c", "c"]
+    counts = cluster_resample_counts(units, 200, seed=4)
+    assert (counts[:, 0] == counts[:, 1]).all() and (counts[:, 4] == counts[:, 5]).all()
+    assert set(np.unique(counts.sum(1))) > {6}, "units of unequal size: the count varies"
+    # Units of unequal size: F_j of a resample is its sum over its number of triples, so a
+    # model that adds c to every triple changes F_j by exactly c whatever the draw.
+    post = np.array([0.1, 0.2, 0.3, 1.0, -0.5, 0.4])
+    delta, _ = logodds_change(post, post + 0.25, B, clusters=units)
+    assert (delta.low, delta.high) == pytest.approx((0.25, 0.25), abs=1e-12)
+    with pytest.raises(ValueError, match="one unit per item"):
+        logodds_change(post, post, B, clusters=units[:-1])
 
 
 def test_the_two_models_must_score_the_same_items() -> None:

@@ -35,7 +35,7 @@ from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
-from trustrepair.evaluation import evaluate
+from trustrepair.evaluation import evaluate, has_units
 from trustrepair.experiment import Experiment
 from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
 from trustrepair.results import random_draw_name, reported_beta
@@ -129,7 +129,7 @@ class Ablations:
         path = self.exp.output(ABLATIONS, "evaluation" if split == "test"
                                else "validation_evaluation", name=name)
         saved = path.relative_to(self.dir).as_posix()
-        return {**self.exp.cached(ABLATIONS, path, compute), "eval": saved}
+        return {**self.exp.cached(ABLATIONS, path, compute, reusable=has_units), "eval": saved}
 
     def subset(self, target: str, selector: str) -> Dataset:
         return self.exp.data.hh["train"].select(self.subsets[target][selector])

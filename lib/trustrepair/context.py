@@ -45,18 +45,21 @@ class RunContext:
         """Hash of every setting that the results of ``step`` depend on."""
         return fingerprint(self.params, sections_through(step))
 
-    def cached(self, step: Step, path: Path, compute: Callable[[], dict]) -> dict:
+    def cached(self, step: Step, path: Path, compute: Callable[[], dict], *,
+               reusable: Callable[[dict], bool] | None = None) -> dict:
         """Load a JSON result of ``step`` written under the same settings, or compute it.
 
         Lets an interrupted step resume without trusting results of other settings;
-        ``recompute`` (``run --force``) ignores saved results. Of several processes
-        (torchrun), only the main one writes.
+        ``recompute`` (``run --force``) ignores saved results. ``reusable`` rejects a saved
+        result of the same settings that lacks a field added since (the fingerprint hashes
+        settings, not the result's layout). Of several processes (torchrun), only the main
+        one writes.
         """
         path = Path(path)
         key = self.fingerprint(step)
         if path.exists() and not self.recompute:
             saved = read_json(path)
-            if saved.get("fingerprint") == key:
+            if saved.get("fingerprint") == key and (reusable is None or reusable(saved)):
                 return saved
         result = {**compute(), "fingerprint": key}
         if is_main_process():

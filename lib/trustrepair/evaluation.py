@@ -19,8 +19,10 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
     Returns plain data (JSON-ready): per aspect the mean, the share of triples that
     prefer the proponent, and the per-triple values (for distribution plots); perplexity
-    with each dialogue's summed NLL and token count. With the items' ids, these let a
-    paired bootstrap put a confidence interval on any change between two evaluations.
+    with each dialogue's summed NLL and token count. With the items' ids and the triples'
+    units (``groups``: triples that share a question, pair or topic and target group are
+    not independent), these let a paired bootstrap put a confidence interval on any change
+    between two evaluations.
     """
     result: dict = {"aspects": {}, "length_normalized": params.length_normalized}
     for aspect, triples in trust_test.items():
@@ -32,6 +34,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             "prefers_proponent": odds.prefers_proponent,
             "n_triples": len(triples),
             "ids": list(triples["id"]),
+            "groups": list(triples["group"]),
             "per_triple": [round(float(v), 6) for v in odds.per_triple],
         }
     nll = response_nll(model, tokenizer, hh_test, batch_size=params.batch_size,
@@ -44,6 +47,12 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return result
 
 
+def has_units(result: dict) -> bool:
+    """Whether a saved evaluation records each triple's unit, which results saved before
+    they were recorded lack (the cluster bootstrap needs them)."""
+    return all("groups" in r for r in result["aspects"].values())
+
+
 def evaluate_saved(exp: Experiment, model_dir: Path | None, out_path: Path) -> dict:
     """Evaluate a saved model (default: the base model) once per setting; JSON at out_path."""
     def compute() -> dict:
@@ -51,4 +60,4 @@ def evaluate_saved(exp: Experiment, model_dir: Path | None, out_path: Path) -> d
         return evaluate(model, tokenizer, exp.data.trust_test(), exp.data.hh["test"],
                         exp.params.eval)
 
-    return exp.cached(SFT, out_path, compute)
+    return exp.cached(SFT, out_path, compute, reusable=has_units)

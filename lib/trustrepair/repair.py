@@ -34,7 +34,7 @@ from trustrepair.attribution import (
     tracked_weights_hash,
 )
 from trustrepair.data import at_most
-from trustrepair.evaluation import evaluate
+from trustrepair.evaluation import evaluate, has_units
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import (
     encode_dialogues,
@@ -314,4 +314,7 @@ def run_repair(exp: Experiment) -> dict:
                     "predicted_change": -sweep_beta * float(harm[target][indices].mean())})
         return results
 
-    return exp.cached(REPAIR, exp.output(REPAIR, "result"), compute)
+    def reusable(saved: dict) -> bool:
+        return all(has_units(evaluated) for evaluated in saved["targets"].values())
+
+    return exp.cached(REPAIR, exp.output(REPAIR, "result"), compute, reusable=reusable)

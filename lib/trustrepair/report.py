@@ -359,25 +359,26 @@ def with_per_item_values(result: dict, path: Path) -> dict:
     """``result`` (an evaluation saved at ``path``) once it is known to hold the per-item
     values the confidence intervals are resampled from; else one sentence saying what to do."""
     missing = [key for key in ("ppl_ids", "ppl_nll", "ppl_tokens") if key not in result]
-    missing += [f"{aspect} per_triple" for aspect, r in result["aspects"].items()
-                if "per_triple" not in r or "ids" not in r]
+    missing += [f"{aspect} {key}" for aspect, r in result["aspects"].items()
+                for key in ("per_triple", "groups") if key not in r or "ids" not in r]
     if missing:
         raise ValueError(f"{display_path(path)} lacks {', '.join(missing)}, the per-item values "
-                         f"that confidence intervals are computed from: it was saved before "
-                         f"they were recorded, so recompute the run with `trustrepair run "
-                         f"PARAMS --force`")
+                         f"and units that confidence intervals are computed from: it was saved "
+                         f"before they were recorded, so recompute the run with `trustrepair "
+                         f"run PARAMS --force`")
     return result
 
 
 def change_intervals(post: dict, ours: dict, aspect: str, bootstrap: Bootstrap) -> dict:
     """Paired-bootstrap intervals of Ours against Post on the same items: ΔF_j of
     ``aspect`` (``delta_logodds``), its relative change and that of HH perplexity
-    (the paper's 100 · (Post − Ours) / |Post|), as ``*_ci_low`` / ``*_ci_high`` values."""
+    (the paper's 100 · (Post − Ours) / |Post|), as ``*_ci_low`` / ``*_ci_high`` values.
+    Triples are drawn by their units (``groups``), HH dialogues one by one."""
     p, o = post["aspects"][aspect], ours["aspects"][aspect]
     if p["ids"] != o["ids"] or post["ppl_ids"] != ours["ppl_ids"]:
         raise ValueError(f"the two evaluations score different {aspect} triples or HH "
                          f"dialogues, so their changes cannot be paired: recompute the run")
-    delta, logodds = logodds_change(p["per_triple"], o["per_triple"], bootstrap)
+    delta, logodds = logodds_change(p["per_triple"], o["per_triple"], bootstrap, p["groups"])
     ppl = perplexity_change(post["ppl_nll"], post["ppl_tokens"], ours["ppl_nll"],
                             ours["ppl_tokens"], bootstrap)
     return {f"{name}_ci_{end}": getattr(interval, end)
@@ -426,9 +427,12 @@ _CHANGES = ("delta_logodds = F_ours - F_post (negative = better); rel_change_* =
 def _interval_note(params: Params) -> str:
     """Caption sentences saying what the changes and the bracketed intervals are."""
     b = bootstrap_of(params)
+    bias_unit = ("a bias topic for one target group" if params.data.trust.bias_split == "group"
+                 else "a bias template")
     return (f" {_CHANGES}"
             f" Brackets: {100 * b.confidence:g} % paired bootstrap interval ({b.resamples} "
-            f"resamples of the test triples and HH test dialogues, the same for both models).")
+            f"resamples, the same for both models, of the HH test dialogues and of the units "
+            f"of test triples that share sentences: a question, an ethics pair, {bias_unit}).")
 
 
 def plot_predicted_vs_actual(sweep: pd.DataFrame) -> plt.Figure:
@@ -651,20 +655,29 @@ def mean_change_intervals(post: dict, models: list[dict], aspect: str,
     """Paired-bootstrap intervals of the mean over ``models`` (evaluations of the same items,
     e.g. random draws) of ΔF_j on ``aspect`` and of the relative changes of F_j and of HH
     perplexity:
-    each resample draws the items once for Post-SFT and every model, with the resamples of
-    :func:`change_intervals`, which it equals for one model."""
+    each resample draws the items (triples by their units) once for Post-SFT and every
+    model, with the resamples of :func:`change_intervals`, which it equals for one model."""
     triples = post["aspects"][aspect]
     if any(m["aspects"][aspect]["ids"] != triples["ids"] or m["ppl_ids"] != post["ppl_ids"]
            for m in models):
         raise ValueError(f"the evaluations score different {aspect} triples or HH dialogues, "
                          f"so their changes cannot be paired: recompute the run")
-    n, count = len(triples["per_triple"]), len(models)
-    post_items = np.tile(np.asarray(triples["per_triple"], dtype=np.float64)[:, None], count)
-    model_items = np.column_stack([m["aspects"][aspect]["per_triple"] for m in models])
+    count, units = len(models), triples["groups"]
+    # The last column counts the resampled triples, which varies when units are drawn.
+    ones = np.ones((len(units), 1))
+    post_items = np.hstack([np.tile(np.asarray(triples["per_triple"], dtype=np.float64)[:, None],
+                                    count), ones])
+    model_items = np.hstack([np.column_stack([m["aspects"][aspect]["per_triple"]
+                                              for m in models]), ones])
+
+    def means(sums: np.ndarray) -> np.ndarray:  # [resamples, F_j per model]
+        return sums[:, :-1] / sums[:, -1:]
+
     delta = paired_bootstrap(post_items, model_items,
-                             lambda p, o: ((o - p) / n).mean(axis=1), bootstrap)
-    logodds = paired_bootstrap(post_items, model_items,
-                               lambda p, o: relative_change(p / n, o / n).mean(axis=1), bootstrap)
+                             lambda p, o: (means(o) - means(p)).mean(axis=1), bootstrap, units)
+    logodds = paired_bootstrap(
+        post_items, model_items,
+        lambda p, o: relative_change(means(p), means(o)).mean(axis=1), bootstrap, units)
 
     def perplexities(sums: np.ndarray) -> np.ndarray:  # [resamples, (nll, tokens) per model]
         return np.exp(sums[:, 0::2] / sums[:, 1::2])

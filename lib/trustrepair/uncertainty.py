@@ -7,11 +7,17 @@ draw for both models, so the interval reflects the noise in the *change*, not in
 level. Every statistic is recomputed on each resample from the resampled sums of the
 items' values (a mean, or perplexity's token-weighted ratio), and the interval is the
 percentile interval of those recomputed values.
+
+Test triples are not independent: the bias triples of one topic and target group share
+their sentences, and so on (a triple's ``group``, the unit that never straddles train and
+test). Given each item's unit (``clusters``), a resample draws *units* with replacement and
+takes every item of a drawn unit, so that the interval does not count nine near-copies as
+nine observations. A mean is then the resampled sum over the resampled count of items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,20 +76,40 @@ def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.bincount(flat, minlength=resamples * n).reshape(resamples, n)
 
 
+def cluster_resample_counts(clusters: Sequence[Hashable], resamples: int,
+                            seed: int) -> np.ndarray:
+    """[resamples, n]: how often each item is drawn when whole units are drawn with
+    replacement, every item of a unit as often as its unit. Units are numbered in order of
+    first appearance, so with one item per unit this is :func:`resample_counts` itself."""
+    numbers: dict[Hashable, int] = {}
+    unit_of = np.array([numbers.setdefault(c, len(numbers)) for c in clusters], dtype=np.int64)
+    # C order, as resample_counts: the same counts then give the same sums to the last bit.
+    return np.ascontiguousarray(resample_counts(len(numbers), resamples, seed)[:, unit_of])
+
+
 def paired_bootstrap(post: ArrayLike, ours: ArrayLike,
                      statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                     bootstrap: Bootstrap) -> Interval:
+                     bootstrap: Bootstrap,
+                     clusters: Sequence[Hashable] | None = None) -> Interval:
     """Percentile interval of ``statistic`` over resamples drawn once for both models.
 
     ``post`` and ``ours`` hold per-item values of the same items in the same order, [n] or
     [n, k] (k quantities per item, e.g. summed NLL and token count). ``statistic`` maps
     the resampled sums of both, [resamples, k] each, to one value per resample.
+    ``clusters``, one unit label per item, draws units instead of items
+    (:func:`cluster_resample_counts`); None treats every item as its own unit.
     """
     post_items, ours_items = _as_items(post), _as_items(ours)
     if post_items.shape != ours_items.shape:
         raise ValueError(f"a paired bootstrap needs the same items for both models, not "
                          f"{post_items.shape[0]} and {ours_items.shape[0]}")
-    counts = resample_counts(len(post_items), bootstrap.resamples, bootstrap.seed)
+    if clusters is None:
+        counts = resample_counts(len(post_items), bootstrap.resamples, bootstrap.seed)
+    elif len(clusters) != len(post_items):
+        raise ValueError(f"a cluster bootstrap needs one unit per item, not {len(clusters)} "
+                         f"units for {len(post_items)} items")
+    else:
+        counts = cluster_resample_counts(clusters, bootstrap.resamples, bootstrap.seed)
     counts = counts.astype(np.float64)
     return _percentile(statistic(counts @ post_items, counts @ ours_items), bootstrap)
 
@@ -120,24 +146,27 @@ def _as_items(values: ArrayLike) -> np.ndarray:
     return items[:, None] if items.ndim == 1 else items
 
 
-def logodds_change(post: Sequence[float], ours: Sequence[float],
-                   bootstrap: Bootstrap) -> tuple[Interval, Interval]:
+def logodds_change(post: Sequence[float], ours: Sequence[float], bootstrap: Bootstrap,
+                   clusters: Sequence[Hashable] | None = None) -> tuple[Interval, Interval]:
     """Intervals of ΔF_j = F_ours − F_post and of the paper's relative change (%) of F_j.
 
     ``post`` and ``ours`` are the per-triple log-odds log P(o|m) − log P(p|m) of the same
-    triples; F_j is their mean, recomputed on each resample for both models. Both
-    intervals come from the same resamples (the same seed).
+    triples; F_j is their mean, recomputed on each resample for both models (the resampled
+    sum over the resampled number of triples, which varies when ``clusters``, the triples'
+    units, are drawn). Both intervals come from the same resamples (the same seed).
     """
-    n = len(post)
+    ones = np.ones(len(post))
+    post_items = np.column_stack([np.asarray(post, dtype=np.float64), ones])
+    ours_items = np.column_stack([np.asarray(ours, dtype=np.float64), ones[:len(ours)]])
 
     def delta(p: np.ndarray, o: np.ndarray) -> np.ndarray:
-        return (o[:, 0] - p[:, 0]) / n
+        return o[:, 0] / o[:, 1] - p[:, 0] / p[:, 1]
 
     def relative(p: np.ndarray, o: np.ndarray) -> np.ndarray:
-        return relative_change(p[:, 0] / n, o[:, 0] / n)
+        return relative_change(p[:, 0] / p[:, 1], o[:, 0] / o[:, 1])
 
-    return (paired_bootstrap(post, ours, delta, bootstrap),
-            paired_bootstrap(post, ours, relative, bootstrap))
+    return (paired_bootstrap(post_items, ours_items, delta, bootstrap, clusters),
+            paired_bootstrap(post_items, ours_items, relative, bootstrap, clusters))
 
 
 def perplexity_change(post_nll: Sequence[float], post_tokens: Sequence[int],
