@@ -232,3 +232,24 @@ def test_scoring_a_tiny_model_picks_the_most_likely_option(tiny_llama, tokenizer
     assert moral["metrics"]["prefers_rule"] == pytest.approx(share)
     assert 0 <= result["truthfulqa_mc"]["metrics"]["mc2"] <= 1
     assert all(math.isfinite(v) for v in result["truthfulqa_mc"]["metrics"].values())
+
+
+# report
+
+def test_the_heldout_table_pairs_changes_by_unit() -> None:
+    from trustrepair.report_heldout import heldout_table
+    from trustrepair.uncertainty import Bootstrap
+
+    def evaluated(prefers: list[int]) -> dict:
+        values = [[1, p, -1.0 if p else 1.0] for p in prefers]
+        result = {"ids": [f"s{i}" for i in range(4)], "units": ["a", "a", "b", "b"],
+                  "values": values}
+        return {"moralchoice": {**result,
+                                "metrics": heldout.metric_values("moralchoice", result)}}
+
+    table = heldout_table({"post_sft": evaluated([0, 0, 1, 1]),
+                           "ours_x": evaluated([1, 1, 1, 1])}, Bootstrap(resamples=200))
+    row = table[(table.model == "ours_x") & (table.metric == "prefers_rule")].iloc[0]
+    assert (row.value, row.delta, row.units) == (1.0, 0.5, 2)
+    assert (row.delta_ci_low, row.delta_ci_high) == (0.0, 1.0), "two units: all or nothing"
+    assert table[table.model == "post_sft"].delta.isna().all()
