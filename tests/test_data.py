@@ -148,7 +148,9 @@ def test_fixture_data_is_deterministic_and_in_the_mirror_schema(tmp_path: Path) 
     other = data.write_fixture_data(tmp_path / "c", seed=4)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted([hh.HH_FILENAME, trust.TRUTHFULQA_FILENAME, trust.ETHICS_FILENAME,
-                            trust.STEREOTYPE_FILENAME, trust.ANTI_STEREOTYPE_FILENAME])
+                            trust.STEREOTYPE_FILENAME, trust.ANTI_STEREOTYPE_FILENAME,
+                            "bbq-Age.jsonl.gz", "bbq-Religion.jsonl.gz",
+                            "moralchoice-low-ambiguity.csv"])
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes()
     assert (first / hh.HH_FILENAME).read_bytes() != (other / hh.HH_FILENAME).read_bytes()
@@ -703,8 +705,9 @@ def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
     """``data.verify: false`` in the params lets a run read a modified mirror file; ``validate
     --data`` and the run record name each input file and whether it is the published one."""
     folder = data.write_fixture_data(tmp_path / "mirror", n_questions=100)
+    held_out = ("bbq-Age.jsonl.gz", "bbq-Religion.jsonl.gz", "moralchoice-low-ambiguity.csv")
     for name in (hh.HH_FILENAME, trust.ETHICS_FILENAME, trust.STEREOTYPE_FILENAME,
-                 trust.ANTI_STEREOTYPE_FILENAME):
+                 trust.ANTI_STEREOTYPE_FILENAME, *held_out):
         _publish(monkeypatch, folder / name, rows=0, usable_rows=0)
     _publish(monkeypatch, folder / trust.TRUTHFULQA_FILENAME, rows=100, usable_rows=99)
     _cut_mid_line(folder / trust.TRUTHFULQA_FILENAME)
@@ -723,7 +726,9 @@ def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
         "sha256": hashlib.sha256((folder / trust.TRUTHFULQA_FILENAME).read_bytes()).hexdigest(),
         "rows": rows, "usable_rows": rows - 2, "published": False}
     assert files[hh.HH_FILENAME]["published"] and files[hh.HH_FILENAME]["usable_rows"] == 119
-    assert len(files) == 5, "HH, three trust files and the authors' anti-stereotypes"
+    assert len(files) == 8, ("HH, three trust files, the authors' anti-stereotypes and the "
+                             "held-out benchmarks' (smoke: heldout on)")
+    assert files["moralchoice-low-ambiguity.csv"]["usable_rows"] == 24
     (tmp_path / "params.yaml").write_text(params.to_yaml())
     capsys.readouterr()
     with warnings.catch_warnings():
@@ -731,7 +736,7 @@ def test_data_verify_false_reads_a_modified_copy_and_the_run_says_so(
         assert cli.main(["validate", str(tmp_path / "params.yaml"), "--data"]) == 0
     out = capsys.readouterr().out
     assert f"{trust.TRUTHFULQA_FILENAME}: {rows} rows, {rows - 2} usable, sha256 " in out
-    assert out.count("NOT the published file") == 1 and out.count(", the published file") == 4
+    assert out.count("NOT the published file") == 1 and out.count(", the published file") == 7
 
 
 def test_a_source_that_does_not_exist_names_its_params_field(tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ from .conftest import ROOT
 
 MIRROR_FILES = ("hh-rlhf-harmless-base-test.jsonl.gz", "TruthfulQA.csv",
                 "ethics-commonsense-cm_test.csv", "decodingtrust-stereotype-user_prompts.csv",
-                "tracing-llm-trust-antistereotypes.csv")
+                "tracing-llm-trust-antistereotypes.csv", "moralchoice-low-ambiguity.csv",
+                "bbq-Age.jsonl.gz")
 
 SLICE = {
     "data": {"hh": {"max_train": 16, "max_test": 8, "validation": 8},
@@ -39,11 +40,12 @@ SLICE = {
                   "validation_triples": 4, "validation_dialogues": 4,
                   "retain_samples": 4, "dpo_pairs": 4},
     "timing": {"subset_sizes": [4], "repeats": 1},
+    "heldout": {"bbq_per_cell": 1, "moralchoice_items": 8},
 }
 """Every size of the default run capped; every setting that chooses a method kept."""
 
 STEPS = ("01_sft", "02_attribution", "03_dpp", "04_repair", "05_ablations", "06_timing",
-         "07_paper")
+         "07_paper", "08_heldout")
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,14 @@ def test_smoke_chain_end_to_end(tmp_path: Path, capsys) -> None:
     assert "Pythia-1.4B" in comparison and f"{ours:.3f}" in comparison
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert all(manifest["steps"][s]["status"] == "done"
-               for s in (*MODEL_STEPS, "06_timing", "07_paper"))
+               for s in (*MODEL_STEPS, "06_timing", "07_paper", "08_heldout"))
+    heldout = pd.read_csv(tables / "heldout.csv")
+    assert list(dict.fromkeys(heldout.benchmark)) == ["bbq", "moralchoice", "truthfulqa_mc"]
+    assert set(heldout.model) == {"pre_sft", "post_sft", *(f"ours_{t}" for t in
+                                                            (*ASPECTS, "common"))}
+    changed = heldout[heldout.model != "post_sft"]
+    assert (changed.delta_ci_low <= changed.delta_ci_high).all() and changed.delta.notna().all()
+    assert (figures / "heldout.png").stat().st_size > 0
     for step in STEPS:  # the registry names every file a step writes
         record = manifest["steps"].get(step.name)
         if record is not None:

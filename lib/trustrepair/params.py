@@ -29,6 +29,7 @@ from pydantic import (
 from trustrepair.aspects import ASPECT_TABLE, ASPECTS
 from trustrepair.baseline_registry import BASELINES
 from trustrepair.families import FAMILIES
+from trustrepair.heldout_registry import BBQ_CATEGORIES
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -466,6 +467,35 @@ class PlantedParams(_Section):
     """Dialogues planted per aspect, built from its trust train split; 0 = off."""
 
 
+class HeldoutParams(_Section):
+    """Held-out benchmarks of another source and format than the trust triples (step 08):
+    BBQ, MoralChoice and TruthfulQA multiple choice, read by that final evaluation only,
+    never to rank, select, tune or stop anything (:mod:`trustrepair.heldout_registry`)."""
+
+    enabled: bool = False
+    """Score every saved model (pre-SFT, post-SFT, each repaired one) on them."""
+    source: str | None = None
+    """Folder holding the BBQ and MoralChoice files of the offline mirror; None =
+    ``data.trust.source``, else ``$TRUST_DATA_DIR`` or the hub (BBQ only: MoralChoice has
+    no hub copy). TruthfulQA is read where ``data.trust`` reads it, so that its questions
+    are those of the trust split."""
+    bbq_categories: tuple[Annotated[str, _registered(dict.fromkeys(BBQ_CATEGORIES),
+                                                     "trustrepair.heldout_registry")],
+                          ...] = BBQ_CATEGORIES
+    bbq_per_cell: int | None = Field(12, gt=0)
+    """BBQ items drawn per category × context condition × question polarity, seeded by
+    ``data.seed`` (a stratified subset); None = every item (11,956 in the mirror)."""
+    moralchoice_items: int | None = Field(None, gt=0)
+    """A seeded subset of the MoralChoice scenarios; None = all (687 in the mirror)."""
+
+    @field_validator("bbq_categories")
+    @classmethod
+    def _distinct_categories(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"list one or more distinct categories from {list(BBQ_CATEGORIES)}")
+        return v
+
+
 class PathParams(_Section):
     """Where outputs go; relative paths are relative to the repository root."""
 
@@ -515,6 +545,7 @@ class Params(_Section):
     ablations: AblationParams = AblationParams()
     timing: TimingParams = TimingParams()
     planted: PlantedParams = PlantedParams()
+    heldout: HeldoutParams = HeldoutParams()
     paths: PathParams = PathParams()
 
     @model_validator(mode="before")

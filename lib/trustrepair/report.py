@@ -22,6 +22,7 @@ from trustrepair.results import Subsets, is_random_draw, reported_beta
 from trustrepair.steps import (
     ABLATIONS,
     ATTRIBUTION,
+    HELDOUT,
     PAPER,
     PLANTED,
     REPAIR,
@@ -46,10 +47,11 @@ interval: ΔF_j = F_ours − F_post (negative = better; well-conditioned when F_
 0), the paper's relative change of F_j, 100 (F_post − F_ours) / |F_post| (positive =
 better), and that of HH perplexity."""
 INTERVAL_FORMATS = {"delta_logodds": "%+.4f", "rel_change_logodds": "%+.1f",
-                    "rel_change_ppl": "%+.2f", "auroc": "%.3f"}
+                    "rel_change_ppl": "%+.2f", "auroc": "%.3f", "delta": "%+.3f"}
 """How a value shows with its interval in Markdown and LaTeX, by the end of its column's
 name; perplexity changes are about a tenth of the log-odds changes, so they keep one more
-decimal, and an AUROC is a level in [0, 1], not a change."""
+decimal, an AUROC is a level in [0, 1], not a change, and a held-out metric's ``delta`` is a
+change of a share or a log-odds."""
 
 
 def use_paper_style() -> None:
@@ -80,13 +82,14 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str, float_format: s
 
 
 def _with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with each value that has an interval merged with it into one text cell."""
+    """``frame`` with each value that has an interval merged with it into one text cell (left
+    empty where the value does not apply)."""
     shown = frame.copy()
     for col in frame.columns:
         low, high = f"{col}_ci_low", f"{col}_ci_high"
         if low in frame.columns and high in frame.columns:
             fmt = _format_of(col)
-            shown[col] = [f"{fmt % v} [{fmt % lo}, {fmt % hi}]"
+            shown[col] = [None if pd.isna(v) else f"{fmt % v} [{fmt % lo}, {fmt % hi}]"
                           for v, lo, hi in zip(frame[col], frame[low], frame[high], strict=True)]
             shown = shown.drop(columns=[low, high])
     return shown
@@ -928,6 +931,10 @@ def build_all(params: Params) -> list[Path]:
                 PLANTED: build_planted_outputs, SELECTION: build_selection_outputs,
                 REPAIR: build_repair_outputs, ABLATIONS: build_ablation_outputs,
                 TIMING: build_timing_outputs, PAPER: build_paper_comparison}
+    if params.heldout.enabled:
+        from trustrepair.report_heldout import build_heldout_outputs  # it builds on this module
+
+        builders[HELDOUT] = build_heldout_outputs
     paths: list[Path] = []
     for step, builder in builders.items():
         try:

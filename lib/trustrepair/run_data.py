@@ -1,13 +1,15 @@
 """The datasets of one run, split as every step sees them, and checked before compute.
 
 HH comes as the SFT set (planted dialogues included), a validation set for choosing β and a
-test set; each trust aspect as train (attribution queries), validation and test triples.
+test set; each trust aspect as train (attribution queries), validation and test triples; the
+held-out benchmarks as the items that only step 08's final evaluation scores.
 Where the data come from (the local mirror, the hub, or generated fixtures for a smoke run)
 is resolved here, once, and every local file read is recorded (``provenance``).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -17,6 +19,8 @@ from typing import Any
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from trustrepair import data
+from trustrepair.data import heldout
+from trustrepair.heldout_registry import HELDOUT_BENCHMARKS
 from trustrepair.params import Params
 from trustrepair.planted import plant_dialogues
 
@@ -90,6 +94,41 @@ class RunData:
             out[aspect] = splits
         return out
 
+    @cached_property
+    def heldout(self) -> dict[str, Dataset]:
+        """Held-out benchmark -> its items (:mod:`trustrepair.data.heldout`), in the order of
+        :data:`~trustrepair.heldout_registry.HELDOUT_BENCHMARKS`.
+
+        BBQ: ``heldout.bbq_per_cell`` items of each category × context condition × question
+        polarity; MoralChoice: ``heldout.moralchoice_items`` scenarios; both drawn with
+        ``data.seed``. TruthfulQA: the questions of the truthfulness test triples alone
+        (after ``data.trust.max_test``), so that no question that attribution or the choice
+        of β saw is scored; absent when truthfulness is not among ``data.trust.aspects``.
+        """
+        p, seed = self.params.heldout, self.params.data.seed
+        trust_source = self.params.data.trust.source or self.data_source
+        source = p.source or trust_source
+        out = {}
+        with _blaming("heldout.source", p.source):
+            cells = []
+            for category in p.bbq_categories:
+                items = heldout.load_bbq(category, source, verify=self.verify)
+                kinds = list(zip(items["context_condition"], items["question_polarity"],
+                                 strict=True))
+                for kind in itertools.product(heldout.BBQ_CONDITIONS, heldout.BBQ_POLARITIES):
+                    cell = items.select([i for i, k in enumerate(kinds) if k == kind])
+                    cells.append(data.at_most(cell, p.bbq_per_cell, seed))
+            out["bbq"] = concatenate_datasets(cells)
+            out["moralchoice"] = data.at_most(
+                heldout.load_moralchoice(source, verify=self.verify), p.moralchoice_items, seed)
+        if "truthfulness" in self.trust:
+            with _blaming("data.trust.source", self.params.data.trust.source):
+                questions = heldout.load_truthfulqa_mc(trust_source, verify=self.verify)
+            tested = set(self.trust["truthfulness"]["test"]["id"])
+            out["truthfulqa_mc"] = questions.select(
+                [i for i, id_ in enumerate(questions["id"]) if id_ in tested])
+        return {name: out[name] for name in HELDOUT_BENCHMARKS if name in out}
+
     def check_data(self) -> list[str]:
         """Load every dataset and check requested sizes, before any compute.
 
@@ -118,6 +157,9 @@ class RunData:
             lines.append(f"{aspect}: {len(splits['train'])} train / "
                          f"{len(splits['validation'])} validation / {len(splits['test'])} test "
                          f"triples")
+        if self.params.heldout.enabled:
+            lines += [f"held out {name}: {len(items)} items"
+                      for name, items in self.heldout.items()]
         return lines
 
     def provenance(self) -> list[dict[str, Any]]:
@@ -132,6 +174,14 @@ class RunData:
                     for aspect in trust.aspects]
         if "stereotypical_bias" in trust.aspects and trust.bias_proponents == "authors":
             sources.append(data.anti_stereotype_source(trust.source or self.data_source))
+        if self.params.heldout.enabled:
+            self.heldout  # noqa: B018 (loaded on first access)
+            folder = self.params.heldout.source or trust.source or self.data_source
+            sources += [data.resolve_source(folder, filename=heldout.bbq_filename(category),
+                                            hub_id=heldout.BBQ_HUB_ID)
+                        for category in self.params.heldout.bbq_categories]
+            sources.append(data.resolve_source(folder, filename=heldout.MORALCHOICE_FILENAME,
+                                               hub_id=None))
         return [data.provenance(path)
                 for path in dict.fromkeys(sources) if isinstance(path, Path)]
 

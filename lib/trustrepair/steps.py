@@ -90,13 +90,16 @@ ABLATIONS = Step("05_ablations", ("ablations",),
                   "retrained": "{method}", "dpo": "dpo", "kronfluence": "kronfluence"})
 TIMING = Step("06_timing", ("timing",), {"result": "timing.json"})
 PAPER = Step("07_paper", ())
+HELDOUT = Step("08_heldout", ("heldout",), {"evaluation": "evals/{name}.json"},
+               applies=lambda params: params.heldout.enabled)
 
-STEPS: tuple[Step, ...] = (SFT, ATTRIBUTION, PLANTED, SELECTION, REPAIR, ABLATIONS, TIMING, PAPER)
+STEPS: tuple[Step, ...] = (SFT, ATTRIBUTION, PLANTED, SELECTION, REPAIR, ABLATIONS, TIMING, PAPER,
+                           HELDOUT)
 """In run order. The run's ``seed`` enters at step 02: SFT and the data read their own
 (``sft.seed``, ``data.seed``), so seeds that share them share step 01."""
 
 ALL_SECTIONS = ("seed", "device", "threads", "data", "planted", "model", "sft", "eval",
-                "attribution", "selection", "repair", "ablations", "timing")
+                "attribution", "selection", "repair", "ablations", "timing", "heldout")
 """What a notebook that is not one of :data:`STEPS` is assumed to read."""
 
 MANIFEST = "manifest.json"

@@ -43,19 +43,19 @@ PUBLISHED: dict[str, PublishedFile] = {
     "tracing-llm-trust-antistereotypes.csv": PublishedFile(
         2513, "ed0491e989b64535c16edc8a012e342e0d832d1b8c1f446177ca54df1275888f", 48, 48),
     "bbq-Age.jsonl.gz": PublishedFile(
-        81963, "db9acaf8ad39319c6b0bcc1c6d6399f7be4a8e68173caf488e6139bb1104d0e1", 3680),
+        81963, "db9acaf8ad39319c6b0bcc1c6d6399f7be4a8e68173caf488e6139bb1104d0e1", 3680, 3680),
     "bbq-Disability_status.jsonl.gz": PublishedFile(
-        38983, "aed8a2f9bfbe216b7e697fd0597bbb00f5766fc8ee56e5858ee5810e252fc41a", 1556),
+        38983, "aed8a2f9bfbe216b7e697fd0597bbb00f5766fc8ee56e5858ee5810e252fc41a", 1556, 1556),
     "bbq-Nationality.jsonl.gz": PublishedFile(
-        77232, "afdad7d529af71ebbea3a241b1538630c9b1d5880ec15f4321b2cc714d820906", 3080),
+        77232, "afdad7d529af71ebbea3a241b1538630c9b1d5880ec15f4321b2cc714d820906", 3080, 3080),
     "bbq-Physical_appearance.jsonl.gz": PublishedFile(
-        39604, "a912a8f4d4d0eaf64f10c167ca569bc76dfa904e542d1fdb3c7426d1a3227a90", 1576),
+        39604, "a912a8f4d4d0eaf64f10c167ca569bc76dfa904e542d1fdb3c7426d1a3227a90", 1576, 1576),
     "bbq-Religion.jsonl.gz": PublishedFile(
-        34206, "fc6a05201f0136a4f63de916450118abad26054bfb5d81beebc4f3d701c6fa48", 1200),
+        34206, "fc6a05201f0136a4f63de916450118abad26054bfb5d81beebc4f3d701c6fa48", 1200, 1200),
     "bbq-Sexual_orientation.jsonl.gz": PublishedFile(
-        23992, "8dfbb9a73d65b23cdac9930a6296184360a4d3a7b0531086999584d3b0afd6e7", 864),
+        23992, "8dfbb9a73d65b23cdac9930a6296184360a4d3a7b0531086999584d3b0afd6e7", 864, 864),
     "moralchoice-low-ambiguity.csv": PublishedFile(
-        228576, "8ae5656df6578416db16ad9e0b8e7235f4f48199d08cddd1bf632bf6aa439066", 687),
+        228576, "8ae5656df6578416db16ad9e0b8e7235f4f48199d08cddd1bf632bf6aa439066", 687, 687),
 }
 """Mirror file name -> the published file (see the shared data README for what each holds)."""
 
