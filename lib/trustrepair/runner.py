@@ -8,13 +8,19 @@ written; an interrupted run therefore resumes at the first step that did not fin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 
 from trustrepair.artifacts import (
@@ -42,6 +48,10 @@ from trustrepair.steps import (
 
 class StepFailed(RuntimeError):
     """A notebook raised; the message points at its executed copy."""
+
+
+KERNEL_GRACE_SECONDS = 10.0
+"""How long a terminated kernel may take to end before it is killed."""
 
 
 def notebooks(directory: Path) -> list[Path]:
@@ -116,7 +126,8 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         raise FileNotFoundError(f"--reuse {reuse}: no run folder there (it has no "
                                 f"{MANIFEST}); name a folder under {params.paths.runs}")
     try:
-        with locked(run_dir / "run.lock", holder="trustrepair run", wait=False):
+        with _stopped_by_signals(), locked(run_dir / "run.lock", holder="trustrepair run",
+                                           wait=False):
             return _run_locked(params, notebook_dir, only=only, force=force,
                                overwrite=overwrite, params_source=params_source,
                                reuse=reuse, kernel=kernel, data_files=data_files)
@@ -252,17 +263,85 @@ def _reuse_step(source: Path, notebook: Path, key: str, inputs: str,
     return {**record, "reused_from": str(display_path(source))}
 
 
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the runner for the block, so that
+    ``kill`` ends a run as Ctrl-C does: its step marked interrupted, one line said."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; an embedding program keeps its own
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _execute(notebook: Path, executed: Path, params_file: Path, *, recompute: bool,
              kernel: str) -> None:
+    """Run the notebook with papermill in a worker thread, so that a signal reaches the
+    runner at once (nbclient, on the main thread, would take it to shut the kernel down
+    slowly and then fail on its closed sockets); on KeyboardInterrupt the kernel is
+    stopped (:func:`_stop_kernels`) and the interrupt raised again."""
     executed.parent.mkdir(parents=True, exist_ok=True)
+    managers: list[AsyncKernelManager] = []
+    failure: list[BaseException] = []
+
+    class Recorded(AsyncKernelManager):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            managers.append(self)
+
+    def execute() -> None:
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(executed),
+                parameters={"params_file": str(display_path(params_file)),
+                            "recompute": recompute},
+                kernel_name=kernel, cwd=str(project_root()), progress_bar=False,
+                log_output=True, kernel_manager_class=Recorded)
+        except BaseException as err:  # handed to the main thread, which reports it
+            failure.append(err)
+
+    worker = threading.Thread(target=execute, name=f"papermill {notebook.stem}", daemon=True)
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed),
-            parameters={"params_file": str(display_path(params_file)), "recompute": recompute},
-            kernel_name=kernel, cwd=str(project_root()), progress_bar=False, log_output=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        _stop_kernels(managers, worker)
+        raise
     finally:
         if executed.exists():  # also a failed one: its traceback should read as well
             tidy_executed(executed)
+    if failure:
+        raise failure[0]
+
+
+def _stop_kernels(managers: list[AsyncKernelManager], worker: threading.Thread) -> None:
+    """End each kernel's process group (SIGTERM, SIGKILL if papermill has not seen it die
+    within the grace time), and wait for papermill to save the executed notebook.
+
+    jupyter_client starts a kernel in a session of its own, so a signal to the runner alone
+    never reaches it. Terminating rather than interrupting it keeps the kernel's own
+    KeyboardInterrupt messages off the terminal; what a step writes is atomic or checked
+    on resume, so a cell stopped midway leaves nothing that a rerun would trust.
+    """
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for manager in managers:
+            pgid = getattr(manager.provisioner, "pgid", None)
+            if pgid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signum)
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: kill at once
+            worker.join(KERNEL_GRACE_SECONDS)
+        if not worker.is_alive():
+            return
 
 
 def _why_rerun(record: dict, key: str, inputs: str, step_dir: Path) -> tuple[str | None, bool]:
