@@ -233,8 +233,12 @@ def test_a_complete_run_publishes_its_notebooks(tmp_path: Path, chain: Path) -> 
     params = _params(tmp_path)
     reports = tmp_path / "reports" / "smoke"
     assert _run(params, chain, "--only", "01") == 0
-    assert not reports.exists(), "a partial run publishes nothing"
+    assert sorted(p.name for p in reports.iterdir()) == ["01_write.html", "01_write.ipynb"], \
+        "the steps it ran"
+    (reports / "seeds").mkdir()  # another run's, published into this folder
     assert _run(params, chain) == 0
+    assert (reports / "seeds").is_dir(), "kept"
+    (reports / "seeds").rmdir()
     assert sorted(p.name for p in reports.iterdir()) == [
         "01_write.html", "01_write.ipynb", "02_copy.html", "02_copy.ipynb"]
     published = nbformat.read(reports / "01_write.ipynb", as_version=4)
@@ -368,3 +372,55 @@ def test_a_signal_to_the_runner_stops_its_kernel_and_marks_the_step(tmp_path: Pa
             break
         time.sleep(0.1)
     assert not _alive(kernel), "the kernel is not left running"
+
+
+_TABLE = """\
+import time
+from trustrepair.params import load_params
+params = load_params(params_file)
+for folder in (params.tables_dir(), params.figures_dir()):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "{step}.csv").write_text(str(time.time_ns()))
+"""
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError], ids=["interrupted", "failed"])
+def test_tables_figures_and_reports_are_published_together_or_not_at_all(
+        tmp_path: Path, monkeypatch, stop: type[BaseException]) -> None:
+    """Steps 01 and 02 rewrite their tables, then 03 stops: what was published stays,
+    byte for byte; the next run that completes publishes all three folders."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for step in ("01_a", "02_b", "03_c"):
+        _notebook(folder / f"{step}.ipynb", _TABLE.format(step=step))
+    params = _params(tmp_path)
+    assert _run(params, folder) == 0
+    published = [tmp_path / kind / "smoke" for kind in ("tables", "figures", "reports")]
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(tmp_path)): p.read_bytes()
+                for root in published for p in sorted(root.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    assert {"tables/smoke/01_a.csv", "figures/smoke/02_b.csv",
+            "reports/smoke/03_c.ipynb"} <= set(before)
+    execute = runner._execute
+
+    def stopped_at_03(notebook: Path, *args, **kwargs) -> None:
+        if notebook.stem == "03_c":
+            raise stop("stopped")
+        execute(notebook, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_execute", stopped_at_03)
+        assert _run(params, folder, "--force") == 2
+    assert _manifest(tmp_path)["steps"]["02_b"]["status"] == "done"
+    assert snapshot() == before, "an unfinished run publishes nothing"
+    assert _run(params, folder) == 0
+    after = snapshot()
+    assert set(after) == set(before)
+    changed = {name for name in after if after[name] != before[name]}
+    assert {"tables/smoke/01_a.csv", "figures/smoke/02_b.csv",
+            "reports/smoke/01_a.ipynb"} <= changed, "published together once complete"
+    staged = tmp_path / "runs" / "smoke" / "staged" / "tables" / "smoke" / "01_a.csv"
+    assert after["tables/smoke/01_a.csv"] == staged.read_bytes()

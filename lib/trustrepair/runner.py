@@ -4,6 +4,8 @@ Each step's cache key hashes the notebook, the params sections it reads and the 
 of the step before it, so a change anywhere upstream reruns everything downstream.
 A step counts as done only when its executed notebook finished and its key was
 written; an interrupted run therefore resumes at the first step that did not finish.
+Steps write their tables and figures into the run folder (:data:`STAGED`); the runner
+publishes them with the executed notebooks once the selected steps are all done.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from trustrepair.artifacts import (
 )
 from trustrepair.environment import environment_record
 from trustrepair.params import Params, display_path, project_root
-from trustrepair.publish import publish, tidy_executed
+from trustrepair.publish import publish, publish_folder, tidy_executed
 from trustrepair.steps import (
     MANIFEST,
     PARAMS_COPY,
@@ -44,6 +46,11 @@ from trustrepair.steps import (
     fingerprint,
     reads,
 )
+
+STAGED = "staged"
+"""Folder of a run where its steps write tables and figures until the run publishes them."""
+PENDING = "publish_pending"
+"""Manifest flag: a step ran or was copied since the run last published."""
 
 
 class StepFailed(RuntimeError):
@@ -168,7 +175,8 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
     source = str(display_path(params_source)) if params_source else None
     _check_same_config(manifest, params, source, overwrite)
-    params_file = write_text(run_dir / PARAMS_COPY, params.to_yaml())
+    staged = _staged(params)
+    params_file = write_text(run_dir / PARAMS_COPY, staged.to_yaml())
     manifest.update(params=params.model_dump(mode="json"), params_file=source,
                     environment=environment_record())
     if data_files is not None:
@@ -195,7 +203,7 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
             copied = _reuse_step(Path(reuse), notebook, key, inputs, run_dir)
             if copied is not None:
                 manifest["steps"][step] = copied
-                rebuild = True
+                manifest[PENDING] = rebuild = True
                 write_json(manifest_path, manifest)
                 print(f"[{step}] copied from {display_path(Path(reuse))}: same settings and "
                       f"upstream results", flush=True)
@@ -205,6 +213,7 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
               f"{'' if force else f': {reason}'} ...", flush=True)
         manifest["steps"][step] = {"key": key, "inputs": inputs, "status": "running",
                                    "recompute": recompute, "started": time.time()}
+        manifest[PENDING] = True
         write_json(manifest_path, manifest)
         start = time.perf_counter()
         executed = run_dir / "notebooks" / notebook.name
@@ -226,12 +235,36 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
     if rebuild:
         from trustrepair import report  # matplotlib: only when there is something to draw
 
-        report.build_all(params)
-    if all(manifest["steps"].get(nb.stem, {}).get("status") == "done"
-           for nb in keys if enabled(nb.stem, params)):
-        for path in publish(run_dir / "notebooks", params.reports_dir()):
-            print(f"published {display_path(path)}")
+        report.build_all(staged)
+    if manifest.get(PENDING):
+        _publish_run(params, staged)
+        del manifest[PENDING]
+        write_json(manifest_path, manifest)
     return manifest
+
+
+def _staged(params: Params) -> Params:
+    """``params`` as the run's steps read them: tables and figures go to the run folder's
+    :data:`STAGED` folder, published by :func:`_publish_run`."""
+    staging = params.run_dir() / STAGED
+    paths = params.paths.model_copy(update={"tables": str(staging / "tables"),
+                                            "figures": str(staging / "figures")})
+    return params.model_copy(update={"paths": paths})
+
+
+def _publish_run(params: Params, staged: Params) -> None:
+    """Publish the run's tables, figures and executed notebooks together, once its selected
+    steps are done: an interrupted or failed run leaves the published ones as they were,
+    and the notebooks in ``reports/`` show the tables in ``tables/``."""
+    published = {params.tables_dir(): publish_folder(staged.tables_dir(), params.tables_dir()),
+                 params.figures_dir(): publish_folder(staged.figures_dir(),
+                                                      params.figures_dir())}
+    executed = params.run_dir() / "notebooks"
+    if any(executed.glob("*.ipynb")):
+        published[params.reports_dir()] = publish(executed, params.reports_dir())
+    for folder, files in published.items():
+        if files:
+            print(f"published {display_path(folder)} ({len(files)} files)", flush=True)
 
 
 def _named_outputs(step: str, outputs: dict[str, dict]) -> dict[str, list[str]]:
