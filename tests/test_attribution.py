@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,3 +175,53 @@ def test_query_sequences_are_distinct_with_net_signs(tiny_lm, tokenizer) -> None
             collate_signed(queries.items, tokenizer.pad_token_id), model)
     assert measured.item() == pytest.approx(
         len(triples) * trust_logodds(model, tokenizer, triples).mean, rel=1e-9)
+
+
+def _save_half_then_stop(save):
+    """kronfluence's scores writer, cut off midway through its file."""
+    def cut(output_dir, scores, **kwargs) -> None:
+        save(output_dir, scores, **kwargs)
+        path = next(Path(output_dir).glob("pairwise_scores*.safetensors"))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        raise KeyboardInterrupt
+    return cut
+
+
+@pytest.mark.parametrize("where", ["after covariance", "while saving scores"])
+def test_an_interrupted_fit_or_score_resumes_to_the_same_bytes(
+        tiny_lm, tokenizer, small_data, tmp_path, monkeypatch, where: str) -> None:
+    """Stopped after the covariance phase, or halfway through writing an aspect's scores,
+    then run again: the factors and scores equal an uninterrupted run's bit for bit."""
+    import kronfluence.computer.score_computer as score_computer
+    from kronfluence.analyzer import Analyzer
+
+    train, triples = small_data
+    queries = {"truthfulness": triples, "other": Dataset.from_list(triples.to_list()[:4])}
+
+    def run(folder: str):
+        torch.manual_seed(0)  # as a fresh kernel would be
+        return fit_and_score(
+            copy.deepcopy(tiny_lm), tokenizer, train, queries,
+            AttributionParams(train_batch_size=8, query_batch_size=8), out_dir=tmp_path / folder,
+            name="ekfac", sft_max_length=64, eval_max_length=64, normalized=True)
+
+    whole = run("whole")
+    with monkeypatch.context() as patch:
+        if where == "after covariance":
+            def stop(*args, **kwargs) -> None:
+                raise KeyboardInterrupt
+
+            patch.setattr(Analyzer, "perform_eigendecomposition", stop)
+        else:
+            patch.setattr(score_computer, "save_pairwise_scores",
+                          _save_half_then_stop(score_computer.save_pairwise_scores))
+        with pytest.raises(KeyboardInterrupt):
+            run("resumed")
+    resumed = run("resumed")
+    for aspect, scores in whole.scores.items():
+        assert torch.equal(resumed.scores[aspect], scores), aspect
+    for name in ("activation_covariance", "gradient_covariance", "lambda_matrix"):
+        want = load_file(str(whole.factors_dir / f"{name}.safetensors"))
+        got = load_file(str(resumed.factors_dir / f"{name}.safetensors"))
+        assert want.keys() == got.keys()
+        assert all(torch.equal(got[k], want[k]) for k in want), name

@@ -6,6 +6,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -17,6 +21,9 @@ from trustrepair.artifacts import locked
 from trustrepair.data.trust import ANTI_STEREOTYPE_FILENAME, TRUST_FILES
 
 from .conftest import ROOT
+
+KERNEL_GRACE = 8.0
+"""Seconds within which a signalled run must have ended: well under the kernel's grace."""
 
 # Step 01 writes a value (kept unless its results are recomputed) and dies when asked to;
 # step 02 copies it. Both read only the parameters that the runner passes.
@@ -226,8 +233,12 @@ def test_a_complete_run_publishes_its_notebooks(tmp_path: Path, chain: Path) -> 
     params = _params(tmp_path)
     reports = tmp_path / "reports" / "smoke"
     assert _run(params, chain, "--only", "01") == 0
-    assert not reports.exists(), "a partial run publishes nothing"
+    assert sorted(p.name for p in reports.iterdir()) == ["01_write.html", "01_write.ipynb"], \
+        "the steps it ran"
+    (reports / "seeds").mkdir()  # another run's, published into this folder
     assert _run(params, chain) == 0
+    assert (reports / "seeds").is_dir(), "kept"
+    (reports / "seeds").rmdir()
     assert sorted(p.name for p in reports.iterdir()) == [
         "01_write.html", "01_write.ipynb", "02_copy.html", "02_copy.ipynb"]
     published = nbformat.read(reports / "01_write.ipynb", as_version=4)
@@ -309,3 +320,107 @@ def test_seeds_need_a_seed(tmp_path: Path, chain: Path, capsys) -> None:
     assert "no seeds to run" in capsys.readouterr().err
     assert cli.main(["figures", str(_params(tmp_path)), "--seeds"]) == 2
     assert "no seeds to rebuild" in capsys.readouterr().err
+
+
+_SLEEP = """\
+import os, pathlib, time
+from trustrepair.params import load_params
+params = load_params(params_file)
+pathlib.Path(params.run_dir() / "kernel.pid").write_text(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_a_signal_to_the_runner_stops_its_kernel_and_marks_the_step(tmp_path: Path,
+                                                                    signum: int) -> None:
+    """``kill -INT`` or ``kill -TERM`` to the runner alone, mid-cell: the kernel stops at
+    once, the step is marked interrupted, and the runner says so in one line, no
+    traceback."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_sleep.ipynb", _SLEEP)
+    runner_process = subprocess.Popen(
+        [sys.executable, "-m", "trustrepair.cli", "run", str(_params(tmp_path)), "--notebooks",
+         str(folder)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+    pid_file = tmp_path / "runs" / "smoke" / "kernel.pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and runner_process.poll() is None:
+        assert time.monotonic() < deadline, "the kernel never started its cell"
+        time.sleep(0.2)
+    kernel = int(pid_file.read_text())
+    sent = time.monotonic()
+    runner_process.send_signal(signum)
+    out, err = runner_process.communicate(timeout=60)
+    assert time.monotonic() - sent < KERNEL_GRACE, "stopped promptly"
+    assert runner_process.returncode != 0
+    assert "Traceback" not in out + err and "Error:" not in err.replace("error: step", "")
+    assert err.strip().splitlines()[-1] == (
+        "trustrepair: error: step 01_sleep interrupted: run the same command again to resume it")
+    assert _manifest(tmp_path)["steps"]["01_sleep"]["status"] == "interrupted"
+    for _ in range(50):
+        if not _alive(kernel):
+            break
+        time.sleep(0.1)
+    assert not _alive(kernel), "the kernel is not left running"
+
+
+_TABLE = """\
+import time
+from trustrepair.params import load_params
+params = load_params(params_file)
+for folder in (params.tables_dir(), params.figures_dir()):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "{step}.csv").write_text(str(time.time_ns()))
+"""
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError], ids=["interrupted", "failed"])
+def test_tables_figures_and_reports_are_published_together_or_not_at_all(
+        tmp_path: Path, monkeypatch, stop: type[BaseException]) -> None:
+    """Steps 01 and 02 rewrite their tables, then 03 stops: what was published stays,
+    byte for byte; the next run that completes publishes all three folders."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for step in ("01_a", "02_b", "03_c"):
+        _notebook(folder / f"{step}.ipynb", _TABLE.format(step=step))
+    params = _params(tmp_path)
+    assert _run(params, folder) == 0
+    published = [tmp_path / kind / "smoke" for kind in ("tables", "figures", "reports")]
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(tmp_path)): p.read_bytes()
+                for root in published for p in sorted(root.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    assert {"tables/smoke/01_a.csv", "figures/smoke/02_b.csv",
+            "reports/smoke/03_c.ipynb"} <= set(before)
+    execute = runner._execute
+
+    def stopped_at_03(notebook: Path, *args, **kwargs) -> None:
+        if notebook.stem == "03_c":
+            raise stop("stopped")
+        execute(notebook, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_execute", stopped_at_03)
+        assert _run(params, folder, "--force") == 2
+    assert _manifest(tmp_path)["steps"]["02_b"]["status"] == "done"
+    assert snapshot() == before, "an unfinished run publishes nothing"
+    assert _run(params, folder) == 0
+    after = snapshot()
+    assert set(after) == set(before)
+    changed = {name for name in after if after[name] != before[name]}
+    assert {"tables/smoke/01_a.csv", "figures/smoke/02_b.csv",
+            "reports/smoke/01_a.ipynb"} <= changed, "published together once complete"
+    staged = tmp_path / "runs" / "smoke" / "staged" / "tables" / "smoke" / "01_a.csv"
+    assert after["tables/smoke/01_a.csv"] == staged.read_bytes()

@@ -80,3 +80,35 @@ def test_the_batch_loss_is_the_hf_loss_with_its_gradient(tiny_lm, tokenizer) -> 
     for got, want in zip(torch.autograd.grad(ours, trained), hf_grad, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-9)
     assert ours.item() == pytest.approx(hf.item(), rel=1e-6)
+
+
+def test_a_damaged_last_checkpoint_resumes_from_the_one_before(tiny_lm, tokenizer, fixture_data,
+                                                               tmp_path, monkeypatch,
+                                                               capsys) -> None:
+    """The last checkpoint truncated after it was saved: SFT says so in one line, resumes
+    from the checkpoint before it and still ends with the uninterrupted run's weights."""
+    train = load_hh(fixture_data, test_fraction=0.2, verify=False)["train"].select(range(24))
+    params = SFTParams(epochs=2, learning_rate=3e-3, batch_size=4, max_length=32, save_steps=4)
+
+    def run(name: str, **kwargs) -> torch.nn.Module:
+        model = copy.deepcopy(tiny_lm)
+        finetune(model, tokenizer, train, params, tmp_path / name,
+                 checkpoint_dir=tmp_path / name / "checkpoints", **kwargs)
+        return model
+
+    whole = run("whole")
+    with monkeypatch.context() as patch:
+        patch.setattr(transformers.trainer, "DEFAULT_CALLBACKS",
+                      [*transformers.trainer.DEFAULT_CALLBACKS, _InterruptAt(INTERRUPT_STEP)])
+        with pytest.raises(KeyboardInterrupt):
+            run("resumed")
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    weights = checkpoints / "checkpoint-8" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()
+    resumed = run("resumed", resume=True)
+    said = [line for line in capsys.readouterr().out.splitlines() if "checkpoint-8" in line]
+    assert len(said) == 1 and "differs from the checksum" in said[0], said
+    assert said[0].endswith("resuming from checkpoint-4 instead")
+    for (name, want), got in zip(whole.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(got, want), name

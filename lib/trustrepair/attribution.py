@@ -13,10 +13,12 @@ samples is predicted to lower F_j.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trustrepair.artifacts import atomic_path, write_text
+from trustrepair.artifacts import atomic_path, read_json, write_json, write_text
 from trustrepair.dpp import normalised_scores
 from trustrepair.experiment import Experiment
 from trustrepair.features import mean_pooled_hidden_states
@@ -152,6 +154,39 @@ class Influence:
 
 FACTOR_METADATA = "trustrepair_factors.json"
 """Beside kronfluence's factor files: which model and modules they were fitted on."""
+PHASES_DONE = "trustrepair_phases.json"
+"""Beside kronfluence's files: the phases that finished writing them, in order."""
+
+
+def run_phases(folder: Path, phases: list[tuple[str, Callable[[], object]]], *,
+               overwrite: bool) -> bool:
+    """Run each kronfluence phase (covariance, eigendecomposition, lambda; or an aspect's
+    scores) that :data:`PHASES_DONE` in ``folder`` does not record as finished, and every
+    phase after it, recording each as it ends; returns whether any ran.
+
+    kronfluence takes a phase as done when its files exist, so one cut off midway was
+    read back as it was left (a lambda fitted on a partial state, a truncated scores
+    file). A phase that did not finish is recomputed over what it left. The record keeps
+    the torch RNG state each phase ended with (the true Fisher samples labels), and a
+    resumed fit starts from it: it ends with the bytes of an uninterrupted one, which
+    draws exactly as before.
+    """
+    record = folder / PHASES_DONE
+    done = read_json(record) if record.exists() and not overwrite else []
+    names = [name for name, _ in phases]
+    finished = 0
+    while (finished < min(len(names), len(done))
+           and done[finished].get("phase") == names[finished]):
+        finished += 1
+    if finished:
+        state = base64.b64decode(done[finished - 1]["rng"])
+        torch.set_rng_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    for place, (name, compute) in enumerate(phases[finished:], start=finished):
+        compute()
+        done = [*done[:place], {"phase": name, "rng": base64.b64encode(
+            torch.get_rng_state().numpy().tobytes()).decode()}]
+        write_json(record, done)
+    return finished < len(phases)
 
 
 def tracked_weights_hash(model: torch.nn.Module, modules: list[str]) -> str:
@@ -215,16 +250,22 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
     # Fitting reads half the SFT set, scoring all of it: its states go to one shard.
     with filling(cache, [item["input_ids"] for item in train_items], "SFT train set"):
         start = time.perf_counter()
-        with phase(f"{params.strategy} factor fit"):
-            analyzer.fit_all_factors(factors_name="ekfac", dataset=fit_items,
-                                     factor_args=factor_args,
-                                     per_device_batch_size=params.train_batch_size,
-                                     overwrite_output_dir=overwrite)
         factors_dir = Path(analyzer.factors_output_dir(factors_name="ekfac"))
+        with phase(f"{params.strategy} factor fit"):
+            fitted = run_phases(factors_dir, [
+                ("covariance", lambda: analyzer.fit_covariance_matrices(
+                    factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
+                    per_device_batch_size=params.train_batch_size, overwrite_output_dir=True)),
+                ("eigendecomposition", lambda: analyzer.perform_eigendecomposition(
+                    factors_name="ekfac", factor_args=factor_args, overwrite_output_dir=True)),
+                ("lambda", lambda: analyzer.fit_lambda_matrices(
+                    factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
+                    per_device_batch_size=params.train_batch_size, overwrite_output_dir=True)),
+            ], overwrite=overwrite)
         meta_path = factors_dir / FACTOR_METADATA
         # A resumed step reuses saved factors: keep the time of the fit that made them.
         fit_seconds = (json.loads(meta_path.read_text()).get("fit_seconds")
-                       if meta_path.exists() and not overwrite else time.perf_counter() - start)
+                       if meta_path.exists() and not fitted else time.perf_counter() - start)
         meta_path.write_text(json.dumps({"modules": tracked, "strategy": params.strategy,
                                          "model_hash": model_hash, "fit_seconds": fit_seconds},
                                         indent=2))
@@ -239,12 +280,14 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
             queries = _by_length(encode_triples(tokenizer, triples, eval_max_length).items)
             with filling(cache, [q["input_ids"] for q in queries.items],
                          f"{aspect} queries"), phase(f"{params.strategy} scores"):
-                analyzer.compute_pairwise_scores(
-                    scores_name=f"scores_{aspect}", factors_name="ekfac",
-                    query_dataset=queries, train_dataset=sorted_train,
-                    per_device_query_batch_size=params.query_batch_size,
-                    per_device_train_batch_size=params.train_batch_size, score_args=score_args,
-                    overwrite_output_dir=overwrite)
+                run_phases(Path(analyzer.scores_output_dir(f"scores_{aspect}")), [
+                    ("pairwise scores", partial(
+                        analyzer.compute_pairwise_scores, scores_name=f"scores_{aspect}",
+                        factors_name="ekfac", query_dataset=queries, train_dataset=sorted_train,
+                        per_device_query_batch_size=params.query_batch_size,
+                        per_device_train_batch_size=params.train_batch_size,
+                        score_args=score_args, overwrite_output_dir=True)),
+                ], overwrite=overwrite or fitted)
             result = analyzer.load_pairwise_scores(f"scores_{aspect}")
             check_finite(result, f"{aspect} scores")
             # Summed measurement over n triples -> divide by n: the score of the mean F_j.

@@ -5,7 +5,8 @@ progress bar, progress widgets whose stored text is the bar's first state (no fr
 drew them), and the folders of the machine the run was on. :func:`tidy_executed` rewrites
 an executed notebook into what JupyterLab showed when the run ended; :func:`publish`
 copies the tidied notebooks of a run to ``reports/<config>/`` with an HTML export beside
-each, so the results can be read without a kernel.
+each, so the results can be read without a kernel, and :func:`publish_folder` lays a run's
+staged tables and figures over ``tables/<config>/`` and ``figures/<config>/``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +61,8 @@ def publish(executed_dir: Path, reports_dir: Path) -> list[Path]:
     The copies are tidied (:func:`tidy_executed`) and keep their outputs but not their
     execution times, so a rerun with the same results publishes the same bytes (the run
     manifest keeps the step times). ``reports_dir`` is replaced as a whole: a reader never
-    sees a half-published folder or a notebook of an earlier run.
+    sees a half-published folder or a notebook of an earlier run. Its subfolders are other
+    runs' (``seeds/``) and stay.
     """
     executed = sorted(Path(executed_dir).glob("*.ipynb"))
     if not executed:
@@ -67,6 +70,9 @@ def publish(executed_dir: Path, reports_dir: Path) -> list[Path]:
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     names = []
     with atomic_dir(Path(reports_dir)) as staging:
+        for kept in Path(reports_dir).iterdir() if Path(reports_dir).is_dir() else []:
+            if kept.is_dir():
+                shutil.copytree(kept, staging / kept.name)
         for source in executed:
             notebook = nbformat.read(source, as_version=4)
             _tidy(notebook)
@@ -77,6 +83,26 @@ def publish(executed_dir: Path, reports_dir: Path) -> list[Path]:
             write_text(staging / f"{source.stem}.html", body)
             names += [source.name, f"{source.stem}.html"]
     return [Path(reports_dir) / name for name in names]
+
+
+def publish_folder(staged: Path, published: Path) -> list[Path]:
+    """Lay every file of ``staged`` over ``published``; returns the files published.
+
+    A run writes its tables and figures to a staging folder and publishes them only once
+    its steps are done, so an interrupted or failed run leaves the published ones as they
+    were. Files of ``published`` that ``staged`` lacks stay (a step this run folder never
+    ran, another run's ``seeds/``). The new folder is assembled beside the old one and
+    swapped in whole.
+    """
+    staged, published = Path(staged), Path(published)
+    files = sorted(p for p in staged.rglob("*") if p.is_file()) if staged.is_dir() else []
+    if not files:
+        return []
+    with atomic_dir(published) as assembled:
+        if published.is_dir():
+            shutil.copytree(published, assembled, dirs_exist_ok=True)
+        shutil.copytree(staged, assembled, dirs_exist_ok=True)
+    return [published / p.relative_to(staged) for p in files]
 
 
 def _tidy(notebook: NotebookNode) -> None:

@@ -4,17 +4,25 @@ Each step's cache key hashes the notebook, the params sections it reads and the 
 of the step before it, so a change anywhere upstream reruns everything downstream.
 A step counts as done only when its executed notebook finished and its key was
 written; an interrupted run therefore resumes at the first step that did not finish.
+Steps write their tables and figures into the run folder (:data:`STAGED`); the runner
+publishes them with the executed notebooks once the selected steps are all done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 
 from trustrepair.artifacts import (
@@ -29,7 +37,7 @@ from trustrepair.artifacts import (
 )
 from trustrepair.environment import environment_record
 from trustrepair.params import Params, display_path, project_root
-from trustrepair.publish import publish, tidy_executed
+from trustrepair.publish import publish, publish_folder, tidy_executed
 from trustrepair.steps import (
     MANIFEST,
     PARAMS_COPY,
@@ -39,9 +47,18 @@ from trustrepair.steps import (
     reads,
 )
 
+STAGED = "staged"
+"""Folder of a run where its steps write tables and figures until the run publishes them."""
+PENDING = "publish_pending"
+"""Manifest flag: a step ran or was copied since the run last published."""
+
 
 class StepFailed(RuntimeError):
     """A notebook raised; the message points at its executed copy."""
+
+
+KERNEL_GRACE_SECONDS = 10.0
+"""How long a terminated kernel may take to end before it is killed."""
 
 
 def notebooks(directory: Path) -> list[Path]:
@@ -116,7 +133,8 @@ def run(params: Params, notebook_dir: Path, *, only: list[str] | None = None,
         raise FileNotFoundError(f"--reuse {reuse}: no run folder there (it has no "
                                 f"{MANIFEST}); name a folder under {params.paths.runs}")
     try:
-        with locked(run_dir / "run.lock", holder="trustrepair run", wait=False):
+        with _stopped_by_signals(), locked(run_dir / "run.lock", holder="trustrepair run",
+                                           wait=False):
             return _run_locked(params, notebook_dir, only=only, force=force,
                                overwrite=overwrite, params_source=params_source,
                                reuse=reuse, kernel=kernel, data_files=data_files)
@@ -157,7 +175,8 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
     manifest = read_json(manifest_path) if manifest_path.exists() else {"steps": {}}
     source = str(display_path(params_source)) if params_source else None
     _check_same_config(manifest, params, source, overwrite)
-    params_file = write_text(run_dir / PARAMS_COPY, params.to_yaml())
+    staged = _staged(params)
+    params_file = write_text(run_dir / PARAMS_COPY, staged.to_yaml())
     manifest.update(params=params.model_dump(mode="json"), params_file=source,
                     environment=environment_record())
     if data_files is not None:
@@ -184,7 +203,7 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
             copied = _reuse_step(Path(reuse), notebook, key, inputs, run_dir)
             if copied is not None:
                 manifest["steps"][step] = copied
-                rebuild = True
+                manifest[PENDING] = rebuild = True
                 write_json(manifest_path, manifest)
                 print(f"[{step}] copied from {display_path(Path(reuse))}: same settings and "
                       f"upstream results", flush=True)
@@ -194,6 +213,7 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
               f"{'' if force else f': {reason}'} ...", flush=True)
         manifest["steps"][step] = {"key": key, "inputs": inputs, "status": "running",
                                    "recompute": recompute, "started": time.time()}
+        manifest[PENDING] = True
         write_json(manifest_path, manifest)
         start = time.perf_counter()
         executed = run_dir / "notebooks" / notebook.name
@@ -215,12 +235,36 @@ def _run_locked(params: Params, notebook_dir: Path, *, only: list[str] | None, f
     if rebuild:
         from trustrepair import report  # matplotlib: only when there is something to draw
 
-        report.build_all(params)
-    if all(manifest["steps"].get(nb.stem, {}).get("status") == "done"
-           for nb in keys if enabled(nb.stem, params)):
-        for path in publish(run_dir / "notebooks", params.reports_dir()):
-            print(f"published {display_path(path)}")
+        report.build_all(staged)
+    if manifest.get(PENDING):
+        _publish_run(params, staged)
+        del manifest[PENDING]
+        write_json(manifest_path, manifest)
     return manifest
+
+
+def _staged(params: Params) -> Params:
+    """``params`` as the run's steps read them: tables and figures go to the run folder's
+    :data:`STAGED` folder, published by :func:`_publish_run`."""
+    staging = params.run_dir() / STAGED
+    paths = params.paths.model_copy(update={"tables": str(staging / "tables"),
+                                            "figures": str(staging / "figures")})
+    return params.model_copy(update={"paths": paths})
+
+
+def _publish_run(params: Params, staged: Params) -> None:
+    """Publish the run's tables, figures and executed notebooks together, once its selected
+    steps are done: an interrupted or failed run leaves the published ones as they were,
+    and the notebooks in ``reports/`` show the tables in ``tables/``."""
+    published = {params.tables_dir(): publish_folder(staged.tables_dir(), params.tables_dir()),
+                 params.figures_dir(): publish_folder(staged.figures_dir(),
+                                                      params.figures_dir())}
+    executed = params.run_dir() / "notebooks"
+    if any(executed.glob("*.ipynb")):
+        published[params.reports_dir()] = publish(executed, params.reports_dir())
+    for folder, files in published.items():
+        if files:
+            print(f"published {display_path(folder)} ({len(files)} files)", flush=True)
 
 
 def _named_outputs(step: str, outputs: dict[str, dict]) -> dict[str, list[str]]:
@@ -252,17 +296,85 @@ def _reuse_step(source: Path, notebook: Path, key: str, inputs: str,
     return {**record, "reused_from": str(display_path(source))}
 
 
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the runner for the block, so that
+    ``kill`` ends a run as Ctrl-C does: its step marked interrupted, one line said."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; an embedding program keeps its own
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _execute(notebook: Path, executed: Path, params_file: Path, *, recompute: bool,
              kernel: str) -> None:
+    """Run the notebook with papermill in a worker thread, so that a signal reaches the
+    runner at once (nbclient, on the main thread, would take it to shut the kernel down
+    slowly and then fail on its closed sockets); on KeyboardInterrupt the kernel is
+    stopped (:func:`_stop_kernels`) and the interrupt raised again."""
     executed.parent.mkdir(parents=True, exist_ok=True)
+    managers: list[AsyncKernelManager] = []
+    failure: list[BaseException] = []
+
+    class Recorded(AsyncKernelManager):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            managers.append(self)
+
+    def execute() -> None:
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(executed),
+                parameters={"params_file": str(display_path(params_file)),
+                            "recompute": recompute},
+                kernel_name=kernel, cwd=str(project_root()), progress_bar=False,
+                log_output=True, kernel_manager_class=Recorded)
+        except BaseException as err:  # handed to the main thread, which reports it
+            failure.append(err)
+
+    worker = threading.Thread(target=execute, name=f"papermill {notebook.stem}", daemon=True)
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed),
-            parameters={"params_file": str(display_path(params_file)), "recompute": recompute},
-            kernel_name=kernel, cwd=str(project_root()), progress_bar=False, log_output=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        _stop_kernels(managers, worker)
+        raise
     finally:
         if executed.exists():  # also a failed one: its traceback should read as well
             tidy_executed(executed)
+    if failure:
+        raise failure[0]
+
+
+def _stop_kernels(managers: list[AsyncKernelManager], worker: threading.Thread) -> None:
+    """End each kernel's process group (SIGTERM, SIGKILL if papermill has not seen it die
+    within the grace time), and wait for papermill to save the executed notebook.
+
+    jupyter_client starts a kernel in a session of its own, so a signal to the runner alone
+    never reaches it. Terminating rather than interrupting it keeps the kernel's own
+    KeyboardInterrupt messages off the terminal; what a step writes is atomic or checked
+    on resume, so a cell stopped midway leaves nothing that a rerun would trust.
+    """
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for manager in managers:
+            pgid = getattr(manager.provisioner, "pgid", None)
+            if pgid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signum)
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: kill at once
+            worker.join(KERNEL_GRACE_SECONDS)
+        if not worker.is_alive():
+            return
 
 
 def _why_rerun(record: dict, key: str, inputs: str, step_dir: Path) -> tuple[str | None, bool]:

@@ -1,7 +1,8 @@
 """Supervised fine-tuning with the HF ``Trainer``, loss on response tokens only.
 
 The paper fine-tunes on Anthropic HH (static) with AdamW (its Table 3). Checkpoints go
-to a folder per setting so an interrupted run resumes where it stopped; the finished
+to a folder per setting so an interrupted run resumes where it stopped, from the last
+checkpoint whose files match the checksums written once it was whole; the finished
 model is saved with ``save_pretrained`` and the run's metrics as JSON beside it. A
 resumed run ends with the model and ``train_loss`` of the uninterrupted one.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -25,8 +28,9 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
+from trustrepair.artifacts import folder_problem, is_main_process, write_folder_checksums
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import IGNORE, collate, encode, response_logits, response_loss
 from trustrepair.models import is_saved_model, save_pretrained, train_only_last_blocks
@@ -60,7 +64,7 @@ def training_arguments(params: SFTParams, output_dir: Path, *, seed: int,
         logging_steps=10,
         save_strategy="steps",
         save_steps=params.save_steps,
-        save_total_limit=1,
+        save_total_limit=2,  # the one before the last, should the last prove damaged
         report_to=[],
         seed=seed,
         data_seed=seed,
@@ -86,6 +90,40 @@ class _SeedBatchOrder(TrainerCallback):
                        control: TrainerControl, **kwargs) -> None:
         # state.epoch is fractional when a run resumes mid-epoch
         self.generator.manual_seed(args.data_seed + math.floor(state.epoch))
+
+
+class _ChecksumCheckpoints(TrainerCallback):
+    """Lists the SHA-256 of every file of a checkpoint once the Trainer has saved it
+    whole, so that a resumed run can tell a damaged checkpoint (:func:`trusted_checkpoint`)."""
+
+    def on_save(self, args: TrainingArguments, state: TrainerState,
+                control: TrainerControl, **kwargs) -> None:
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if args.should_save and folder.is_dir():
+            write_folder_checksums(folder)
+
+
+def trusted_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest checkpoint in ``checkpoint_dir`` whose files match their checksums, or
+    None (SFT starts afresh). A checkpoint that fails the check is named, with why and what
+    happens instead, in one line, and removed (by the main process)."""
+    numbered = [(int(m[1]), p) for p in Path(checkpoint_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                if p.is_dir() and (m := re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", p.name))]
+    damaged: list[tuple[Path, str]] = []
+    for _, checkpoint in sorted(numbered, reverse=True):
+        problem = folder_problem(checkpoint)
+        if problem is None:
+            break
+        damaged.append((checkpoint, problem))
+    else:
+        checkpoint = None
+    for folder, problem in damaged:
+        instead = (f"resuming from {checkpoint.name} instead" if checkpoint
+                   else "SFT starts again from the beginning")
+        print(f"SFT checkpoint {folder} is not used ({problem}): {instead}", flush=True)
+        if is_main_process():
+            shutil.rmtree(folder, ignore_errors=True)
+    return checkpoint
 
 
 class _WholeRunLoss(TrainerCallback):
@@ -149,6 +187,7 @@ class _ResumableTrainer(Trainer):
         self._batch_order, self._run_loss = _SeedBatchOrder(), _WholeRunLoss()
         self.add_callback(self._batch_order)
         self.add_callback(self._run_loss)
+        self.add_callback(_ChecksumCheckpoints())
 
     def train(self, *args, **kwargs) -> TrainOutput:
         """Train; ``train_loss`` is the mean over all the run's steps, those before a resume
@@ -197,8 +236,8 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
     """Fine-tune ``model`` in place on ``train`` and save it into ``out_dir`` (as
     :data:`~trustrepair.steps.TRAINED` lays it out).
 
-    Resumes from the last checkpoint in ``checkpoint_dir`` if one exists (give each
-    setting its own folder). Returns the training metrics; ``train_loss`` is the mean loss
+    Resumes from the last intact checkpoint in ``checkpoint_dir`` if there is one (give
+    each setting its own folder). Returns the training metrics; ``train_loss`` is the mean loss
     per optimizer step over the whole run, resumed or not. Under torchrun or
     ``accelerate launch`` every process trains (DDP) and the main one saves.
     """
@@ -210,12 +249,11 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: 
     trainer = _ResumableTrainer(model=model, args=args, train_dataset=encoded,
                                 data_collator=partial(_collate_for_training,
                                                       pad_token_id=tokenizer.pad_token_id))
-    checkpoint = (get_last_checkpoint(str(checkpoint_dir))
-                  if resume and checkpoint_dir.is_dir() else None)
+    checkpoint = trusted_checkpoint(checkpoint_dir) if resume else None
     if checkpoint:
         print(f"resuming SFT from {checkpoint}", flush=True)
     with phase("SFT"):
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model.eval()
     metrics = {**result.metrics, "steps": result.global_step,
                "trainable_parameters": n_trainable,
