@@ -18,7 +18,9 @@ import yaml
 
 from trustrepair import cli, data, runner
 from trustrepair.artifacts import locked
+from trustrepair.data.heldout import MORALCHOICE_FILENAME, bbq_filename
 from trustrepair.data.trust import ANTI_STEREOTYPE_FILENAME, TRUST_FILES
+from trustrepair.params import load_params
 
 from .conftest import ROOT
 
@@ -102,9 +104,10 @@ def test_manifest_records_the_data_files_read(tmp_path: Path, chain: Path) -> No
     published files."""
     assert _run(_params(tmp_path), chain) == 0
     files = _manifest(tmp_path)["data_files"]
+    held_out = [bbq_filename(c) for c in load_params(_params(tmp_path)).heldout.bbq_categories]
     assert sorted(Path(f["file"]).name for f in files) == sorted(
         [data.HH_FILENAME, *(filename for filename, _hub_id in TRUST_FILES.values()),
-         ANTI_STEREOTYPE_FILENAME])
+         ANTI_STEREOTYPE_FILENAME, *held_out, MORALCHOICE_FILENAME])
     assert not any(f["published"] for f in files)
     assert all(len(f["sha256"]) == 64 and f["usable_rows"] > 0 for f in files)
 
