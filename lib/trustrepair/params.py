@@ -482,7 +482,7 @@ class HeldoutParams(_Section):
     bbq_categories: tuple[Annotated[str, _registered(dict.fromkeys(BBQ_CATEGORIES),
                                                      "trustrepair.heldout_registry")],
                           ...] = BBQ_CATEGORIES
-    bbq_per_cell: int | None = Field(12, gt=0)
+    bbq_per_cell: int | None = Field(24, gt=0)
     """BBQ items drawn per category × context condition × question polarity, seeded by
     ``data.seed`` (a stratified subset); None = every item (11,956 in the mirror)."""
     moralchoice_items: int | None = Field(None, gt=0)
