@@ -169,6 +169,20 @@ def test_pooled_features_do_not_depend_on_the_batch(tiny_lm, tokenizer) -> None:
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
+@torch.no_grad()
+def test_pooled_features_are_the_causal_lms_final_hidden_states(tiny_lm, tokenizer) -> None:
+    """The decoder alone (no LM head) gives the full model's last hidden state."""
+    from trustrepair.features import mean_pooled_hidden_states
+
+    prompt, response = PAIRS[0]
+    dialogues = Dataset.from_list([{"prompt": prompt, "response": response}])
+    ids = encode(tokenizer, prompt, response, 64, add_eos=True)
+    hidden = tiny_lm(input_ids=torch.tensor([ids["input_ids"]]),
+                     output_hidden_states=True).hidden_states[-1][0]
+    pooled = mean_pooled_hidden_states(tiny_lm, tokenizer, dialogues, max_length=64)
+    torch.testing.assert_close(pooled[0], hidden.mean(0), atol=1e-6, rtol=1e-6)
+
+
 def _scored_alone(model, tokenizer, prompts, responses) -> torch.Tensor:
     """Each sequence in a batch of its own, prompt included: scoring before any sharing."""
     values = []

@@ -16,6 +16,9 @@ def mean_pooled_hidden_states(model: PreTrainedModel, tokenizer: PreTrainedToken
     """(N, hidden) float32: the final layer's states averaged over each sample's tokens.
 
     Padding is excluded from the mean, so a sample's embedding does not depend on its batch.
+    The decoder alone runs (``model.base_model``): its last state is the causal LM's final
+    hidden state, and the LM head's logits over the vocabulary, a fifth of the forward pass
+    of a 135M model, are never needed.
     """
     device = next(model.parameters()).device
     encoded = [encode(tokenizer, p, r, max_length, add_eos=True)
@@ -25,7 +28,7 @@ def mean_pooled_hidden_states(model: PreTrainedModel, tokenizer: PreTrainedToken
     for idx, batch in length_sorted_batches(encoded, batch_size, tokenizer.pad_token_id, device,
                                             "hidden states"):
         mask = batch["attention_mask"]
-        hidden = model(input_ids=batch["input_ids"], attention_mask=mask,
-                       output_hidden_states=True).hidden_states[-1].float()
+        hidden = model.base_model(input_ids=batch["input_ids"],
+                                  attention_mask=mask).last_hidden_state.float()
         out[idx] = ((hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)).cpu()
     return out
