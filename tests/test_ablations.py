@@ -140,7 +140,6 @@ def test_step_05_repairs_each_new_subset_and_retrains_as_asked(
 
     monkeypatch.setattr(Ablations, "evaluated", fake_evaluation)
     monkeypatch.setattr(ablations, "sft_into", no_sft)
-    monkeypatch.setattr(ablations, "read_json", lambda path: {"train_runtime": 1.0})
     exp = _experiment(run_dir, **{"ablations.methods": ["ga"], **overrides})
     result = ablations._compare(exp)
     k, aspects = exp.params.selection.k, list(exp.data.trust)

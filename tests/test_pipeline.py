@@ -14,7 +14,7 @@ from trustrepair import cli
 from trustrepair.artifacts import atomic_path, write_json
 from trustrepair.experiment import Experiment
 from trustrepair.params import ASPECTS, load_params
-from trustrepair.steps import SFT, STEPS
+from trustrepair.steps import SFT, STEPS, TIMINGS
 
 from .conftest import ROOT, smoke_params
 
@@ -93,6 +93,10 @@ def test_smoke_chain_end_to_end(tmp_path: Path, capsys) -> None:
     assert {"scores", "features", "summary", "ranked", "kronfluence"} <= set(
         manifest["steps"]["02_attribution"]["artifacts"])
     assert manifest["environment"]["packages"]["torch"]
+    sft_dir = run_dir / "01_sft"
+    assert "train_runtime" not in json.loads((sft_dir / "sft_metrics.json").read_text())
+    assert json.loads((sft_dir / TIMINGS).read_text())["train_runtime"] > 0, \
+        "seconds are kept apart from the results later steps depend on"
 
     # Seed 0 is this run: every step is copied, 07's empty folder too.
     assert cli.main(["run", str(params_file), "--seeds", "0"]) == 0

@@ -28,7 +28,8 @@ KERNEL_GRACE = 8.0
 """Seconds within which a signalled run must have ended: well under the kernel's grace."""
 
 # Step 01 writes a value (kept unless its results are recomputed) and dies when asked to;
-# step 02 copies it. Both read only the parameters that the runner passes.
+# step 02 copies it (reusing its copy unless told to recompute). Both read only the
+# parameters that the runner passes.
 _WRITE = """\
 import os, pathlib, signal, time
 from trustrepair.params import load_params
@@ -44,8 +45,22 @@ _COPY = """\
 from trustrepair.params import load_params
 params = load_params(params_file)
 out = params.run_dir() / "02_copy" / "copy.txt"
-out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text((params.run_dir() / "01_write" / "value.txt").read_text())
+if not out.exists() or recompute:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text((params.run_dir() / "01_write" / "value.txt").read_text())
+"""
+
+
+# Step 01 of another chain: a value that is the same when recomputed, and its seconds.
+_RESULT = """\
+import json, time
+from trustrepair.params import load_params
+from trustrepair.steps import TIMINGS
+folder = load_params(params_file).run_dir() / "01_write"
+if not (folder / "value.txt").exists() or recompute:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "value.txt").write_text("42")
+    (folder / TIMINGS).write_text(json.dumps({"seconds": time.time_ns()}))
 """
 
 
@@ -64,6 +79,15 @@ def chain(tmp_path: Path) -> Path:
     folder = tmp_path / "notebooks"
     folder.mkdir()
     _notebook(folder / "01_write.ipynb", _WRITE)
+    _notebook(folder / "02_copy.ipynb", _COPY)
+    return folder
+
+
+@pytest.fixture
+def timed_chain(tmp_path: Path) -> Path:
+    folder = tmp_path / "timed_notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_write.ipynb", _RESULT)
     _notebook(folder / "02_copy.ipynb", _COPY)
     return folder
 
@@ -141,6 +165,46 @@ def test_unchanged_outputs_are_up_to_date(tmp_path: Path, chain: Path, capsys) -
     assert capsys.readouterr().out.count("up to date, skipped") == 2
 
 
+def test_a_rebuilt_step_with_the_same_results_leaves_later_steps_current(
+        tmp_path: Path, timed_chain: Path, capsys) -> None:
+    """Its seconds differ, but they are timings, not results."""
+    params, run = _params(tmp_path), tmp_path / "runs" / "smoke"
+    assert _run(params, timed_chain) == 0
+    (run / "01_write" / "value.txt").unlink()
+    capsys.readouterr()
+    assert _run(params, timed_chain) == 0
+    out = capsys.readouterr().out
+    assert "[01_write] running (recomputing saved results)" in out
+    assert "[02_copy] up to date, skipped" in out
+
+
+def test_damaged_results_of_two_steps_are_both_recomputed(tmp_path: Path, timed_chain: Path,
+                                                          capsys) -> None:
+    """The later step is not resumed from its damaged file because the earlier one reran."""
+    params, run = _params(tmp_path), tmp_path / "runs" / "smoke"
+    assert _run(params, timed_chain) == 0
+    (run / "01_write" / "value.txt").write_text("4")
+    (run / "02_copy" / "copy.txt").write_text("4")
+    capsys.readouterr()
+    assert _run(params, timed_chain) == 0
+    out = capsys.readouterr().out
+    assert "02_copy/copy.txt changed since the step wrote it" in out
+    assert (run / "02_copy" / "copy.txt").read_text() == "42"
+
+
+def test_figures_refuse_a_damaged_result_and_name_it(tmp_path: Path, chain: Path,
+                                                     capsys) -> None:
+    params = _params(tmp_path)
+    assert _run(params, chain) == 0
+    (tmp_path / "runs" / "smoke" / "01_write" / "value.txt").write_text("truncat")
+    capsys.readouterr()
+    assert cli.main(["figures", str(params), "--notebooks", str(chain)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "01_write/value.txt changed since the step wrote it" in err
+    assert f"run `trustrepair run {params}`" in err
+
+
 def test_a_killed_kernel_names_the_step_and_a_forced_rerun_is_not_forgotten(
         tmp_path: Path, chain: Path, capsys) -> None:
     params = _params(tmp_path)
@@ -214,9 +278,11 @@ def test_status_and_figures_tell_a_stale_step(tmp_path: Path, chain: Path, capsy
     assert "up to date" in lines[1], "02's inputs are judged by what 01 recorded"
     assert cli.main(["figures", str(params), "--notebooks", str(chain)]) == 2
     err = capsys.readouterr().err
-    assert "01_write: stale" in err and "trustrepair run" in err
+    assert "value.txt is missing" in err and "trustrepair run" in err
     assert cli.main(["figures", str(params), "--seeds", "3", "--notebooks", str(chain)]) == 2
-    assert f"`trustrepair run {params} --seeds 3` first" in capsys.readouterr().err, \
+    err = capsys.readouterr().err
+    assert "01_write: stale" in err, "seed 3 has not run"
+    assert f"`trustrepair run {params} --seeds 3` first" in err, \
         "the command to run names the seeds asked for"
 
 

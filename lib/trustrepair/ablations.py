@@ -34,7 +34,6 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from trustrepair import baselines, dpp, prefix, recovery
-from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
@@ -45,7 +44,7 @@ from trustrepair.repair import Preconditioner, pbrf_step, subset_gradient
 from trustrepair.results import random_draw_name, reported_beta
 from trustrepair.selection import load_subsets
 from trustrepair.sft import sft_into
-from trustrepair.steps import ABLATIONS, SELECTION, TRAINED
+from trustrepair.steps import ABLATIONS, SELECTION
 from trustrepair.uncertainty import relative_change
 
 PBRF_SELECTORS = {"ours": "dpp", "topk": "topk"}
@@ -385,10 +384,7 @@ def _compare(exp: Experiment) -> dict:
             for aspect in aspects:
                 add(method, aspect, result)
             excluded = abl.subsets[COMMON][RETRAINED[method]]
-            metrics = read_json(exp.output(ABLATIONS, "retrained", method=method)
-                                / TRAINED["metrics"])
-            retrained[method] = {"excluded_ids": [ids[i] for i in excluded],
-                                 "seconds": metrics["train_runtime"]}
+            retrained[method] = {"excluded_ids": [ids[i] for i in excluded]}
     for row in rows:
         row["rel_change_logodds"] = relative_change(post["aspects"][row["aspect"]]["logodds"],
                                                     row["logodds"])

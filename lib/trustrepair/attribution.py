@@ -51,7 +51,7 @@ from trustrepair.models import DTYPES, is_saved_model, tracked_linear_modules
 from trustrepair.params import AttributionParams
 from trustrepair.prefix import PrefixCache, filling
 from trustrepair.profiling import phase
-from trustrepair.steps import ATTRIBUTION, SFT
+from trustrepair.steps import ATTRIBUTION, SFT, TIMINGS
 
 
 class SFTTrustTask(Task):
@@ -262,13 +262,11 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
                     factors_name="ekfac", dataset=fit_items, factor_args=factor_args,
                     per_device_batch_size=params.train_batch_size, overwrite_output_dir=True)),
             ], overwrite=overwrite)
-        meta_path = factors_dir / FACTOR_METADATA
         # A resumed step reuses saved factors: keep the time of the fit that made them.
-        fit_seconds = (json.loads(meta_path.read_text()).get("fit_seconds")
-                       if meta_path.exists() and not fitted else time.perf_counter() - start)
-        meta_path.write_text(json.dumps({"modules": tracked, "strategy": params.strategy,
-                                         "model_hash": model_hash, "fit_seconds": fit_seconds},
-                                        indent=2))
+        if fitted or not (factors_dir / TIMINGS).exists():
+            write_json(factors_dir / TIMINGS, {"fit_seconds": time.perf_counter() - start})
+        (factors_dir / FACTOR_METADATA).write_text(json.dumps(
+            {"modules": tracked, "strategy": params.strategy, "model_hash": model_hash}, indent=2))
         factors = analyzer.load_all_factors("ekfac")
         for kind, per_module in factors.items():
             check_finite(per_module, f"EK-FAC {kind}")

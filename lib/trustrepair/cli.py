@@ -110,6 +110,13 @@ def _figures(args: argparse.Namespace) -> None:
     seeded = args.seeds is not None
     runs = (runner.seeded_runs(params, args.seeds or list(params.seeds), "rebuild") if seeded
             else [params])
+    command = " ".join(["trustrepair", "run", args.params]
+                       + (["--seeds", *map(str, args.seeds)] if seeded else []))
+    damaged = [problem for run in runs for problem in runner.damaged_outputs(run).values()]
+    if damaged:
+        raise RuntimeError(f"{damaged[0]}, so no table or figure is built from it"
+                           f"{f' ({len(damaged) - 1} more such files)' if len(damaged) > 1 else ''}"
+                           f": run `{command}` to recompute it")
     stale = {}
     for run in runs:
         for path in report.build_all(run):
@@ -125,8 +132,6 @@ def _figures(args: argparse.Namespace) -> None:
         print(f"{step}: {state}; its tables and figures may be left from an earlier run",
               file=sys.stderr)
     if stale:
-        command = " ".join(["trustrepair", "run", args.params]
-                           + (["--seeds", *map(str, args.seeds)] if seeded else []))
         raise RuntimeError(f"results of {len(stale)} steps are missing or out of date: run "
                            f"`{command}` first")
 

@@ -48,7 +48,7 @@ from trustrepair.params import EvalParams, RepairParams
 from trustrepair.profiling import phase
 from trustrepair.results import factors_dir
 from trustrepair.selection import load_subsets
-from trustrepair.steps import REPAIR
+from trustrepair.steps import REPAIR, TIMINGS
 
 FACTOR_FILES = ("activation_eigenvectors", "gradient_eigenvectors", "lambda_matrix",
                 "num_lambda_processed")
@@ -86,8 +86,10 @@ class Preconditioner:
         for module in meta["modules"]:
             storage[module] = {name: per_module[module] for name, per_module in loaded.items()}
             config.prepare(storage[module], args, torch.device("cpu"))
-        return cls(meta["modules"], storage, meta["strategy"], meta["model_hash"],
-                   meta.get("fit_seconds"))
+        timings = factors_dir / TIMINGS  # older runs kept the fit's seconds with the metadata
+        fit_seconds = (json.loads(timings.read_text()) if timings.exists() else meta).get(
+            "fit_seconds")
+        return cls(meta["modules"], storage, meta["strategy"], meta["model_hash"], fit_seconds)
 
     def apply(self, module: str, gradient: torch.Tensor) -> torch.Tensor:
         """(G + λI)⁻¹ g for one module's gradient matrix [dW | db]."""

@@ -41,6 +41,7 @@ from trustrepair.publish import publish, publish_folder, tidy_executed
 from trustrepair.steps import (
     MANIFEST,
     PARAMS_COPY,
+    TIMINGS,
     enabled,
     find,
     fingerprint,
@@ -104,6 +105,20 @@ def status(params: Params, notebook_dir: Path) -> dict[str, str]:
         out[step] = "up to date" if reason is None else f"stale: {reason}"
         if reason is None and record.get("lib") != lib_digest():
             out[step] += " (computed with other library code than this checkout's)"
+    return out
+
+
+def damaged_outputs(params: Params) -> dict[str, str]:
+    """Per finished step of ``params``'s run whose recorded outputs are missing or altered,
+    the first such file: nothing may read it, and ``run`` will recompute its step."""
+    manifest_path = params.run_dir() / MANIFEST
+    steps = read_json(manifest_path)["steps"] if manifest_path.exists() else {}
+    out = {}
+    for step, record in steps.items():
+        problem = (outputs_problem(params.run_dir() / step, record.get("outputs", {}))
+                   if record.get("status") == "done" else None)
+        if problem is not None:
+            out[step] = problem
     return out
 
 
@@ -379,31 +394,37 @@ def _stop_kernels(managers: list[AsyncKernelManager], worker: threading.Thread) 
 
 def _why_rerun(record: dict, key: str, inputs: str, step_dir: Path) -> tuple[str | None, bool]:
     """Why a step must run again (None if it is current), and whether its saved results
-    must be recomputed rather than reused."""
+    must be recomputed rather than reused.
+
+    A damaged output is named first, whatever else changed: its step must not read it back.
+    Results computed from other upstream results are recomputed, not resumed from.
+    """
     if record.get("status") != "done":
         if record.get("recompute"):
             return "a forced rerun of it did not finish", True
         return ("it has not run yet" if not record else "it did not finish"), False
-    if record.get("key") != key:
-        return "its settings, its notebook or an earlier step's settings changed", False
-    if record.get("inputs") != inputs:
-        return "an earlier step's results changed since it ran", False
     problem = outputs_problem(step_dir, record.get("outputs", {}))
     if problem is not None:
         return problem, True
+    if record.get("key") != key:
+        return "its settings, its notebook or an earlier step's settings changed", False
+    if record.get("inputs") != inputs:
+        return "an earlier step's results changed since it ran", True
     return None, False
 
 
 def _upstream_outputs(manifest: dict, keys: dict[Path, str], notebook: Path,
                       params: Params) -> str:
-    """Digest of the recorded outputs of every enabled step before ``notebook``."""
+    """Digest of the recorded outputs of every enabled step before ``notebook``, its
+    :data:`~trustrepair.steps.TIMINGS` files left out."""
     digest = hashlib.sha256()
     for earlier in keys:
         if earlier == notebook:
             break
         if enabled(earlier.stem, params):
             outputs = manifest["steps"].get(earlier.stem, {}).get("outputs", {})
-            hashes = sorted((name, entry["sha256"]) for name, entry in outputs.items())
+            hashes = sorted((name, entry["sha256"]) for name, entry in outputs.items()
+                            if Path(name).name != TIMINGS)
             digest.update(json.dumps([earlier.stem, hashes]).encode())
     return digest.hexdigest()[:16]
 

@@ -30,7 +30,13 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
-from trustrepair.artifacts import folder_problem, is_main_process, write_folder_checksums
+from trustrepair.artifacts import (
+    folder_problem,
+    is_main_process,
+    read_json,
+    write_folder_checksums,
+    write_json,
+)
 from trustrepair.experiment import Experiment
 from trustrepair.metrics import IGNORE, collate, encode, response_logits, response_loss
 from trustrepair.models import is_saved_model, save_pretrained, train_only_last_blocks
@@ -290,11 +296,28 @@ def sft_into(exp: Experiment, train: Dataset, step: Step, out_dir: Path) -> tupl
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":  # the plan is unsharded
             exp.models.checked_plan("sft", probe=False)
         model, tokenizer = exp.models.load()
-        return finetune(model, tokenizer, train, exp.params.sft, out_dir,
-                        checkpoint_dir=out_dir / TRAINED["checkpoints"] / exp.fingerprint(step),
-                        seed=exp.params.sft.seed, resume=not exp.recompute)
+        metrics = finetune(model, tokenizer, train, exp.params.sft, out_dir,
+                           checkpoint_dir=out_dir / TRAINED["checkpoints"] / exp.fingerprint(step),
+                           seed=exp.params.sft.seed, resume=not exp.recompute)
+        timings = {name: metrics.pop(name) for name in TIMING_METRICS if name in metrics}
+        if is_main_process():
+            write_json(out_dir / TRAINED["timings"], timings)
+        return metrics
 
-    return model_dir, exp.cached(step, metrics_path, train_model)
+    metrics = exp.cached(step, metrics_path, train_model)
+    return model_dir, {**metrics, "train_runtime": training_seconds(out_dir)}
+
+
+TIMING_METRICS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
+"""The Trainer's metrics that are wall-clock measurements, kept in ``TRAINED["timings"]``."""
+
+
+def training_seconds(out_dir: Path) -> float:
+    """Wall seconds of the SFT run saved in ``out_dir`` (older runs kept them with the
+    metrics)."""
+    out_dir = Path(out_dir)
+    timings = out_dir / TRAINED["timings"]
+    return read_json(timings if timings.exists() else out_dir / TRAINED["metrics"])["train_runtime"]
 
 
 def _logged_loss(log_history: list[dict]) -> tuple[float, int]:

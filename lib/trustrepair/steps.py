@@ -18,7 +18,12 @@ from pathlib import Path
 
 from trustrepair.params import UNKEYED, Params
 
-TRAINED = {"model": "model", "metrics": "sft_metrics.json", "checkpoints": "checkpoints"}
+TIMINGS = "timings.json"
+"""Files of wall-clock seconds. They are recorded with a step's outputs but left out of what
+later steps depend on: a rebuilt step whose results are identical leaves later steps current."""
+
+TRAINED = {"model": "model", "metrics": "sft_metrics.json", "timings": TIMINGS,
+           "checkpoints": "checkpoints"}
 """What a fine-tuning writes into its folder: step 01's own, and each retraining of step 05."""
 
 

@@ -20,6 +20,7 @@ from trustrepair.attribution import post_sft_dir
 from trustrepair.experiment import Experiment
 from trustrepair.repair import Preconditioner, repair
 from trustrepair.results import reported_beta
+from trustrepair.sft import training_seconds
 from trustrepair.steps import ABLATIONS, TIMING, TRAINED
 
 
@@ -45,8 +46,8 @@ def run_timing(exp: Experiment) -> dict:
     p = exp.params
 
     def compute() -> dict:
-        retrain_path = (ABLATIONS.output(exp.run_dir, "retrained", method="retrain")
-                        / TRAINED["metrics"])
+        retrained = ABLATIONS.output(exp.run_dir, "retrained", method="retrain")
+        retrain_path = retrained / TRAINED["metrics"]
         if not retrain_path.exists():
             raise FileNotFoundError(f"no retraining time at {retrain_path}: run step 05 with "
                                     f"ablations.retrain: true first")
@@ -63,7 +64,7 @@ def run_timing(exp: Experiment) -> dict:
                          "seconds": seconds})
         retrain = read_json(retrain_path)
         rows.append({"what": "retrain_without_S", "subset_size": n_train - retrain[
-            "train_samples"], "requested_size": None, "seconds": retrain["train_runtime"]})
+            "train_samples"], "requested_size": None, "seconds": training_seconds(retrained)})
         if preconditioner.fit_seconds is not None:
             rows.append({"what": "factor_fit", "subset_size": None, "requested_size": None,
                          "seconds": preconditioner.fit_seconds})
