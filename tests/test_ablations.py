@@ -221,6 +221,67 @@ def test_the_matched_point_is_the_closest_in_perplexity_then_the_cheapest() -> N
         matched_point([], 0.0)
 
 
+def _refined(cost_of, grid: list[float], target: float, **options) -> tuple[dict, list[dict]]:
+    """:func:`refine_to_cost` on a made-up cost curve of the learning rate."""
+    points = [{"lr": lr, "steps": 5, "rel_change_ppl": cost_of(lr)} for lr in grid]
+    return ablations.refine_to_cost(
+        points, target, lambda lr, steps: {"lr": lr, "steps": steps,
+                                           "rel_change_ppl": cost_of(lr)},
+        **{"tolerance": 0.25, "tries": 4, **options}), points
+
+
+def test_a_grid_that_misses_the_cost_is_extended_then_bisected_in_lr() -> None:
+    """The grid ends at -1.0, short of the repair's -3.0: one grid ratio further brackets
+    it, then the geometric mean lands within the tolerance."""
+    refined, points = _refined(lambda lr: -1e4 * lr, [1e-5, 1e-4], -3.0)
+    assert refined["added_lr"] == pytest.approx([1e-3, 10 ** -3.5])
+    assert refined["bracketed"] and refined["steps"] == 5
+    assert ablations.matched_point(points, -3.0)["lr"] == pytest.approx(10 ** -3.5)
+    below, _ = _refined(lambda lr: -1e4 * lr, [1e-4, 1e-3], -0.05)
+    assert below["added_lr"] == pytest.approx([1e-5]), "extended at the end nearer the cost"
+
+
+def test_refining_stops_at_the_tolerance_or_after_its_tries() -> None:
+    close, _ = _refined(lambda lr: -1e4 * lr, [1e-5, 1e-4], -1.2)
+    assert close["added_lr"] == [] and not close["bracketed"], "-1.0 is within 0.25 already"
+    flat, _ = _refined(lambda lr: -0.1, [1e-5, 1e-4], -3.0, tries=3)
+    assert len(flat["added_lr"]) == 3 and not flat["bracketed"]
+    none, _ = _refined(lambda lr: -1e4 * lr, [1e-5, 1e-4], -3.0, tries=0)
+    assert none["added_lr"] == []
+
+
+def test_a_perplexity_that_overflowed_brackets_from_beyond() -> None:
+    """Past some lr the loss diverges (perplexity inf, its change -inf or nan): that
+    point lies beyond any cost, so refinement bisects towards the grid."""
+    refined, points = _refined(lambda lr: -1e4 * lr if lr < 1e-3 else float("nan"),
+                               [1e-5, 1e-4, 1e-2], -3.0, tries=8)
+    assert refined["bracketed"]
+    assert abs(ablations.matched_point(points, -3.0)["rel_change_ppl"] + 3.0) <= 0.25
+    assert all(lr < 1e-2 for lr in refined["added_lr"])
+
+
+def test_dpo_trains_on_no_stereotype_template_of_the_test_split(run_dir: Path,
+                                                                 monkeypatch) -> None:
+    from trustrepair.data.trust import shared_templates
+
+    aspect = "stereotypical_bias"
+    abl = Ablations(_experiment(run_dir, **{"ablations.dpo_test_templates": "exclude"}))
+    splits = abl.exp.data.trust[aspect]
+    trained = []
+    monkeypatch.setattr(ablations.baselines, "dpo",
+                        lambda model, tokenizer, pairs, *args, **kwargs: trained.append(pairs))
+    with pytest.raises(ValueError, match="dpo_test_templates: keep"):
+        ablations.TRAINERS["dpo"](abl, aspect, lr=1e-3, steps=1, max_length=64, seed=0)
+    topic = shared_templates(splits["test"]["group"][0])  # test only one topic of the two
+    monkeypatch.setitem(splits, "test", splits["test"].filter(
+        lambda group: shared_templates(group) == topic, input_columns="group"))
+    ablations.TRAINERS["dpo"](abl, aspect, lr=1e-3, steps=1, max_length=64, seed=0)
+    untested = {o for o, g in zip(splits["train"]["opponent"], splits["train"]["group"],
+                                  strict=True) if shared_templates(g) != topic}
+    assert trained and set(trained[0]["rejected"]) <= untested
+    assert len(trained[0]) == min(len(untested) * 3, abl.p.ablations.dpo_pairs)
+
+
 class _Poisoned(dict):
     def __getitem__(self, key):
         raise AssertionError("a test split was read while choosing")
@@ -235,17 +296,21 @@ def test_the_baseline_grid_is_chosen_on_validation_data_only(run_dir: Path) -> N
     abl = Ablations(exp)
     abl.tests, abl.hh_test = _Poisoned(), None
     aspects = list(exp.data.trust)
-    points, matched = ablations.tradeoff(abl, aspects, 0.01)
+    points, matched, matching = ablations.tradeoff(abl, aspects, 0.01)
     assert all(p["eval"].startswith("evals/validation/") for p in points)
     betas = {*exp.params.ablations.betas, 0.01}
-    assert len(points) == len(aspects) * (len(betas) + 2 * 4)
+    added = sum(len(m["added_lr"]) for by_method in matching.values()
+                for m in by_method.values())
+    assert len(points) == len(aspects) * (len(betas) + 2 * 4) + added
     for aspect in aspects:
         cost = next(p["rel_change_ppl"] for p in points
                     if (p["aspect"], p["method"], p.get("beta")) == (aspect, "ours", 0.01))
         for method in ("ga", "sga"):
             tried = [p for p in points if (p["aspect"], p["method"]) == (aspect, method)]
-            assert {(p["lr"], p["steps"]) for p in tried} == {(a, b) for a in grid["lr"]
-                                                              for b in grid["steps"]}
+            refined = matching[aspect][method]
+            assert {(p["lr"], p["steps"]) for p in tried} == {
+                (a, b) for a in grid["lr"] for b in grid["steps"]} | {
+                (lr, refined["steps"]) for lr in refined["added_lr"]}
             best = min(abs(p["rel_change_ppl"] - cost) for p in tried)
             chosen = matched[aspect][method]
             assert abs(next(p["rel_change_ppl"] for p in tried if {"lr": p["lr"],
@@ -264,6 +329,7 @@ def test_a_grid_trains_each_learning_rate_once_and_test_reuses_the_matched_run(
                                   "ablations.baseline_grid": {"ga": grid, "dpo": grid},
                                   "ablations.validation_triples": 4,
                                   "ablations.validation_dialogues": 4,
+                                  "ablations.match_refinements": 0,
                                   "ablations.eval_triples": 4, "ablations.ppl_dialogues": 4})
     trained = []
     for method in ("ga", "dpo"):
@@ -274,7 +340,7 @@ def test_a_grid_trains_each_learning_rate_once_and_test_reuses_the_matched_run(
                             or train(abl, aspect, **budget))
     abl = Ablations(exp)
     aspects = list(exp.data.trust)[:1]
-    _, matched = ablations.tradeoff(abl, aspects, 0.01)
+    _, matched, _ = ablations.tradeoff(abl, aspects, 0.01)
     assert sorted(trained) == sorted([("ga", a, lr, 2) for a in aspects for lr in grid["lr"]]
                                      + [("dpo", a, lr, n) for a in aspects
                                         for lr in grid["lr"] for n in grid["steps"]])

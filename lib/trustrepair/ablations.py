@@ -23,6 +23,7 @@ read validation evaluations only.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from functools import cached_property, partial
 from typing import Literal
@@ -37,6 +38,7 @@ from trustrepair import baselines, dpp, prefix, recovery
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
+from trustrepair.data.trust import outside_templates
 from trustrepair.evaluation import evaluate, has_units
 from trustrepair.experiment import Experiment
 from trustrepair.profiling import phase
@@ -175,7 +177,8 @@ class Ablations:
         """Train ``method`` into ``runs`` (steps -> tracked weights): ``steps``, and with
         nested steps every grid point of ``lr`` up to the grid's most."""
         grid = self.p.ablations.baseline_grid.get(method)
-        keep = {steps, *(grid.steps if grid and BASELINES[method].nested_steps else ())}
+        on_grid = grid is not None and lr in grid.lr  # a refined lr needs its one step count
+        keep = {steps, *(grid.steps if on_grid and BASELINES[method].nested_steps else ())}
         budget = {"lr": lr, "steps": max(keep), "max_length": self.p.sft.max_length,
                   "seed": self.p.seed}
         if BASELINES[method].trains_through_prefix:
@@ -263,8 +266,14 @@ def _ga_kl(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
 
 @trains("dpo")
 def _dpo(abl: Ablations, aspect: str, **budget) -> PreTrainedModel:
-    a = abl.p.ablations
-    pairs = at_most(abl.exp.data.trust[aspect]["train"], a.dpo_pairs, abl.p.data.seed)
+    a, splits = abl.p.ablations, abl.exp.data.trust[aspect]
+    pairs = (outside_templates(aspect, splits["train"], splits["test"])
+             if a.dpo_test_templates == "exclude" else splits["train"])
+    if not len(pairs):
+        raise ValueError(f"every {aspect} train pair shares a template with the test split, "
+                         f"so DPO has nothing to train on: set ablations.dpo_test_templates: "
+                         f"keep")
+    pairs = at_most(pairs, a.dpo_pairs, abl.p.data.seed)
     pairs = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["proponent"],
                                "rejected": pairs["opponent"]})
     return baselines.dpo(abl.model, abl.tokenizer, pairs, abl.preconditioner.modules,
@@ -277,12 +286,60 @@ def matched_point(points: list[dict], cost: float) -> dict:
     equally close points, the one with the smallest budget lr × steps."""
     if not points:
         raise ValueError("a matched point needs one or more grid points")
-    return min(points, key=lambda q: (abs(q["rel_change_ppl"] - cost), q["lr"] * q["steps"]))
+    return min(points, key=lambda q: (abs(_cost(q) - cost), q["lr"] * q["steps"]))
 
 
-def tradeoff(abl: Ablations, aspects: list[str], beta: float) -> tuple[list[dict], dict]:
+def _cost(point: dict) -> float:
+    """A point's perplexity change; a perplexity that overflowed costs without bound."""
+    value = point["rel_change_ppl"]
+    return value if math.isfinite(value) else -math.inf
+
+
+def refine_to_cost(points: list[dict], cost: float, tried_at: Callable[[float, int], dict],
+                   *, tolerance: float, tries: int) -> dict:
+    """Try more learning rates until some point's perplexity change is within ``tolerance``
+    points of ``cost``, at most ``tries`` of them; returns whether ``cost`` ended bracketed
+    and the learning rates added.
+
+    They are tried at the step count of the nearest grid point. While the points at that
+    count all lie on one side of ``cost``, the learning rate goes a grid ratio beyond the
+    end that is nearer it; once one point lies at or below ``cost`` and one at or above,
+    the next is the geometric mean of the two adjacent learning rates that bracket it.
+    ``tried_at(lr, steps)`` trains and evaluates one point; it is added to ``points``.
+    """
+    steps = matched_point(points, cost)["steps"]
+    added: list[float] = []
+
+    def line() -> list[dict]:
+        return sorted((q for q in points if q["steps"] == steps), key=lambda q: q["lr"])
+
+    def bracket() -> tuple[dict, dict] | None:
+        on_line = line()
+        pairs = [(a, b) for a, b in zip(on_line, on_line[1:], strict=False)
+                 if (_cost(a) - cost) * (_cost(b) - cost) <= 0]
+        return min(pairs, key=lambda ab: min(abs(_cost(q) - cost) for q in ab), default=None)
+
+    while len(added) < tries and abs(_cost(matched_point(points, cost)) - cost) > tolerance:
+        pair, on_line = bracket(), line()
+        if pair is not None:
+            lr = math.sqrt(pair[0]["lr"] * pair[1]["lr"])
+        else:
+            low, high = on_line[0], on_line[-1]
+            ratio = (high["lr"] / low["lr"]) ** (1 / (len(on_line) - 1)) if len(on_line) > 1 \
+                else 10.0
+            up = abs(_cost(high) - cost) <= abs(_cost(low) - cost)
+            lr = high["lr"] * ratio if up else low["lr"] / ratio
+        points.append(tried_at(lr, steps))
+        added.append(lr)
+    return {"bracketed": bracket() is not None, "added_lr": added, "steps": steps}
+
+
+def tradeoff(abl: Ablations, aspects: list[str],
+             beta: float) -> tuple[list[dict], dict, dict]:
     """Validation trade-off of the repair (each β of ``ablations.betas`` and the reported
-    β) and of each baseline's grid; and aspect -> method -> the matched (lr, steps).
+    β) and of each baseline's grid, refined towards the repair's cost
+    (:func:`refine_to_cost`); aspect -> method -> the matched (lr, steps); and aspect ->
+    method -> how the refinement went.
 
     Everything here is measured on the validation splits, so the choice of each
     baseline's hyperparameters never sees the test data the tables report.
@@ -299,7 +356,14 @@ def tradeoff(abl: Ablations, aspects: list[str], beta: float) -> tuple[list[dict
                        "rel_change_ppl": relative_change(post["ppl"], result["ppl"])})
         return points[-1]
 
+    def baseline_point(method: str, aspect: str, lr: float, steps: int) -> dict:
+        result = abl.evaluated(f"{method}_{aspect}_lr{lr:g}_steps{steps}", [aspect],
+                               partial(abl.baseline, method, aspect, lr, steps),
+                               split="validation")
+        return point(method, aspect, {"lr": lr, "steps": steps}, result)
+
     matched: dict[str, dict[str, dict]] = {}
+    matching: dict[str, dict[str, dict]] = {}
     for aspect in aspects:
         for b in sorted({*a.betas, beta}):
             result = abl.evaluated(f"pbrf_dpp_{aspect}_beta{b:g}", [aspect],
@@ -307,19 +371,17 @@ def tradeoff(abl: Ablations, aspects: list[str], beta: float) -> tuple[list[dict
             point("ours", aspect, {"beta": b}, result)
         cost = next(q["rel_change_ppl"] for q in points
                     if q["aspect"] == aspect and q["method"] == "ours" and q["beta"] == beta)
-        matched[aspect] = {}
+        matched[aspect], matching[aspect] = {}, {}
         for method in a.methods:
-            tried, grid = [], a.baseline_grid[method]
-            for lr, steps in tqdm([(lr, n) for lr in grid.lr for n in grid.steps],
-                                  desc=f"{method} grid: {aspect}"):
-                result = abl.evaluated(f"{method}_{aspect}_lr{lr:g}_steps{steps}", [aspect],
-                                       partial(abl.baseline, method, aspect, lr, steps),
-                                       split="validation")
-                tried.append(point(method, aspect, {"lr": lr, "steps": steps}, result))
+            grid, tried_at = a.baseline_grid[method], partial(baseline_point, method, aspect)
+            tried = [tried_at(lr, steps) for lr, steps in tqdm(
+                [(lr, n) for lr in grid.lr for n in grid.steps], desc=f"{method} grid: {aspect}")]
+            matching[aspect][method] = refine_to_cost(
+                tried, cost, tried_at, tolerance=a.match_tolerance, tries=a.match_refinements)
             chosen = matched_point(tried, cost)
             matched[aspect][method] = {"lr": chosen["lr"], "steps": chosen["steps"]}
         abl.keep_runs(aspect, matched[aspect])
-    return points, matched
+    return points, matched, matching
 
 
 def run_ablations(exp: Experiment) -> dict:
@@ -339,7 +401,8 @@ def _compare(exp: Experiment) -> dict:
     added = {COMMON: draws, **ranked}
     for target, named in added.items():
         abl.subsets[target].update(named)
-    points, matched = tradeoff(abl, aspects, beta) if a.baseline_grid else ([], {})
+    points, matched, matching = (tradeoff(abl, aspects, beta) if a.baseline_grid
+                                 else ([], {}, {}))
     post = abl.evaluated("post_sft", aspects, lambda: abl.model)
     rows, grid = [], []
 
@@ -393,7 +456,7 @@ def _compare(exp: Experiment) -> dict:
                 x: post["aspects"][x]["logodds"] for x in aspects}},
             "n_triples": {x: len(t) for x, t in abl.tests.items()},
             "ppl_dialogues": len(abl.hh_test), "rows": rows, "grid": grid,
-            "tradeoff": points, "matched": matched,
+            "tradeoff": points, "matched": matched, "matching": matching,
             "k": p.selection.k, "random_draws": list(draws),
             "subsets": {target: {name: [ids[i] for i in picked] for name, picked in named.items()}
                         for target, named in added.items()},

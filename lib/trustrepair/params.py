@@ -402,6 +402,14 @@ class AblationParams(_Section):
     to the repair's at the reported β (same aspect) is the one the tables report on test.
     Empty: ``lr`` and ``steps`` for every baseline. Costs one training and one validation
     evaluation per point, method and aspect."""
+    match_tolerance: float = Field(0.25, gt=0)
+    """Matched cost: percentage points of HH validation perplexity change within which a
+    baseline's point counts as matching the repair's; until one does, more learning rates
+    are tried, beyond the grid until the repair's cost is bracketed, then between the
+    bracketing ones."""
+    match_refinements: int = Field(4, ge=0)
+    """Most learning rates tried per baseline and aspect beyond its ``baseline_grid``
+    (0: the grid's nearest point, as before)."""
     validation_triples: int | None = Field(None, gt=0)
     """Cap on each aspect's validation triples in the ``baseline_grid`` evaluations."""
     validation_dialogues: int | None = Field(None, gt=0)
@@ -413,6 +421,10 @@ class AblationParams(_Section):
     dpo_beta: float = Field(0.1, gt=0)
     dpo_pairs: int | None = Field(64, gt=0)
     """Trust train pairs DPO trains on per aspect (None = all)."""
+    dpo_test_templates: Literal["exclude", "keep"] = "exclude"
+    """Whether DPO's stereotype pairs may share a stereotype template with the test split
+    (other target groups): ``exclude`` keeps DPO's gain out-of-template, as the repair's is
+    (its subset holds no trust items at all); ``keep`` trains on any train pair."""
     rankers: tuple[Literal["hidden_cosine", "gradient_dot"], ...] = (
         "hidden_cosine", "gradient_dot")
     """Cheaper rankers whose k most detrimental SFT samples per aspect get the same PBRF

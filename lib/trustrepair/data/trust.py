@@ -311,7 +311,8 @@ def load_stereotypical_bias(source: Source = None, *, split: BiasSplit = "group"
             for k, anti in enumerate(anti_stereotypes(topic, proponent_templates)):
                 triples.append({
                     "id": f"stereotypical_bias-{position:06d}-{k}",
-                    "group": f"{topic}|{group}" if split == "group" else template,
+                    "group": (f"{topic}{TOPIC_SEPARATOR}{group}" if split == "group"
+                              else template),
                     "stratum": group if split == "group" else "",
                     "prompt": STEREOTYPE_PROMPT.format(target_group=group),
                     "proponent": _response(fill(anti, group)),
@@ -382,6 +383,29 @@ def load_trust(
     return TRUST_LOADERS[aspect](source, seed=seed, bias_split=bias_split,
                                  bias_proponents=bias_proponents, ethics_pairing=ethics_pairing,
                                  verify=verify)
+
+
+TOPIC_SEPARATOR = "|"
+"""Between a stereotype's topic and its target group in a ``group``-split triple's group."""
+
+
+def shared_templates(group: str) -> str:
+    """What a stereotype triple's ``group`` shares with other target groups: its topic,
+    every template of which each (topic, group) unit fills, under the ``group`` split; its
+    template under the ``template`` split."""
+    return group.split(TOPIC_SEPARATOR, 1)[0]
+
+
+def outside_templates(aspect: str, triples: Dataset, held: Dataset) -> Dataset:
+    """The ``triples`` that share no stereotype template with ``held``: what a method that
+    trains on the probe's own pairs may see without learning the held-out statements'
+    templates. Only stereotype triples share anything across groups; the other aspects'
+    come back whole."""
+    if aspect != "stereotypical_bias":
+        return triples
+    excluded = {shared_templates(group) for group in held["group"]}
+    return triples.select([i for i, group in enumerate(triples["group"])
+                           if shared_templates(group) not in excluded])
 
 
 def split_trust(ds: Dataset, *, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
