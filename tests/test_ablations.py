@@ -412,3 +412,25 @@ def test_a_new_baseline_is_one_entry_and_its_trainer(monkeypatch: pytest.MonkeyP
     assert torch.equal(model[0].weight, abl.model[0].weight) and model is not abl.model
     assert calls == [("truthfulness", {"lr": 0.1, "steps": 2, "max_length": 64, "seed": 0,
                                        "cache": "the cache"})]
+
+
+def test_a_kept_variant_rebuilds_the_evaluated_model(run_dir: Path) -> None:
+    """Step 05 saves what it changed (the tracked blocks) of each model it reports, so step
+    08 scores that very model."""
+    import copy
+
+    from trustrepair.heldout import with_tracked_weights
+
+    exp = _experiment(run_dir, **{"ablations.eval_triples": 4, "ablations.ppl_dialogues": 4})
+    abl = Ablations(exp)
+    aspect = list(exp.data.trust)[0]
+    result = abl.evaluated("kept", [aspect], partial(abl.pbrf, aspect, "topk", 0.05), keep=True)
+    assert result["variant"] == "variants/kept.safetensors"
+    rebuilt = with_tracked_weights(copy.deepcopy(abl.model), abl.dir / result["variant"])
+    repaired = abl.pbrf(aspect, "topk", 0.05)
+    assert all(torch.equal(p, q) for p, q in zip(rebuilt.state_dict().values(),
+                                                 repaired.state_dict().values(), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(rebuilt.state_dict().values(),
+                                                     abl.model.state_dict().values(),
+                                                     strict=True)), "the repair changed it"
+    assert "variant" not in abl.evaluated("not_kept", [aspect], lambda: abl.model)

@@ -13,6 +13,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 
 from trustrepair import data, heldout
@@ -253,3 +254,35 @@ def test_the_heldout_table_pairs_changes_by_unit() -> None:
     assert (row.value, row.delta, row.units) == (1.0, 0.5, 2)
     assert (row.delta_ci_low, row.delta_ci_high) == (0.0, 1.0), "two units: all or nothing"
     assert table[table.model == "post_sft"].delta.isna().all()
+
+
+# step 05's models
+
+def test_step_05s_models_are_named_by_method_and_aspect_a_shared_one_by_method() -> None:
+    rows = [{"method": "ours", "aspect": "truthfulness", "variant": "variants/a.safetensors"},
+            {"method": "ga", "aspect": "truthfulness", "variant": "variants/ga_t.safetensors"},
+            {"method": "ga", "aspect": "machine_ethics", "variant": "variants/ga_m.safetensors"},
+            {"method": "random_seed0", "aspect": "truthfulness",
+             "variant": "variants/r.safetensors"},
+            {"method": "random_seed0", "aspect": "machine_ethics",
+             "variant": "variants/r.safetensors"},
+            {"method": "retrain", "aspect": "truthfulness"}]
+    named = heldout.variant_rows({"rows": rows})
+    assert list(named) == ["ga_truthfulness", "ga_machine_ethics", "random_seed0"], \
+        "step 04 stands for ours; a retrained model has no variant"
+    assert [r["aspect"] for r in named["random_seed0"]] == ["truthfulness", "machine_ethics"]
+
+
+def test_tracked_weights_of_another_model_are_refused(tiny_llama, tmp_path: Path) -> None:
+    import copy
+
+    from safetensors.torch import save_file
+
+    model = copy.deepcopy(tiny_llama)
+    name, weight = next(iter(model.state_dict().items()))
+    save_file({name: torch.full_like(weight, 0.5)}, str(tmp_path / "ok.safetensors"))
+    heldout.with_tracked_weights(model, tmp_path / "ok.safetensors")
+    assert torch.equal(model.state_dict()[name], torch.full_like(weight, 0.5))
+    save_file({"model.layers.9.mlp.up_proj.weight": weight}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="other.safetensors holds weights the post-SFT model"):
+        heldout.with_tracked_weights(model, tmp_path / "other.safetensors")

@@ -13,6 +13,7 @@ import yaml
 from trustrepair import cli
 from trustrepair.artifacts import atomic_path, write_json
 from trustrepair.experiment import Experiment
+from trustrepair.heldout_registry import HELDOUT_BENCHMARKS
 from trustrepair.params import ASPECTS, load_params
 from trustrepair.steps import SFT, STEPS, TIMINGS
 
@@ -79,10 +80,21 @@ def test_smoke_chain_end_to_end(tmp_path: Path, capsys) -> None:
                for s in (*MODEL_STEPS, "06_timing", "07_paper", "08_heldout"))
     heldout = pd.read_csv(tables / "heldout.csv")
     assert list(dict.fromkeys(heldout.benchmark)) == ["bbq", "moralchoice", "truthfulqa_mc"]
-    assert set(heldout.model) == {"pre_sft", "post_sft", *(f"ours_{t}" for t in
-                                                            (*ASPECTS, "common"))}
+    methods = load_params(params_file).ablations.methods
+    per_aspect = {f"{m}_{a}": a for m in ("topk", "hidden_cosine", "gradient_dot", *methods)
+                  for a in ASPECTS}
+    assert set(heldout.model) == {"pre_sft", "post_sft", "random_seed0", "random_seed1",
+                                  "random_seed2", *(f"ours_{t}" for t in (*ASPECTS, "common")),
+                                  *per_aspect}, "step 05's models are scored too"
+    for model, aspect in per_aspect.items():
+        assert set(heldout[heldout.model == model].benchmark) == {
+            b for b, entry in HELDOUT_BENCHMARKS.items() if entry.aspect == aspect}
     changed = heldout[heldout.model != "post_sft"]
     assert (changed.delta_ci_low <= changed.delta_ci_high).all() and changed.delta.notna().all()
+    transfer = pd.read_csv(tables / "heldout_transfer.csv")
+    assert set(transfer.model) == set(heldout.model) - {"pre_sft", "post_sft"}
+    assert set(transfer.transfers) <= {"yes", "worse", "within noise"}
+    assert (transfer.groupby("benchmark").probe_rank.min() == 1).all()
     assert (figures / "heldout.png").stat().st_size > 0
     for step in STEPS:  # the registry names every file a step writes
         record = manifest["steps"].get(step.name)

@@ -30,11 +30,13 @@ from typing import Literal
 
 import torch
 from datasets import Dataset
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from trustrepair import baselines, dpp, prefix, recovery
+from trustrepair.artifacts import atomic_path
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.baseline_registry import BASELINES
 from trustrepair.data import at_most
@@ -117,26 +119,37 @@ class Ablations:
 
     def evaluated(self, name: str, aspects: list[str],
                   make_model: Callable[[], PreTrainedModel], *, same_prefix: bool = True,
-                  split: Literal["test", "validation"] = "test") -> dict:
+                  split: Literal["test", "validation"] = "test", keep: bool = False) -> dict:
         """Evaluation of one variant on ``aspects`` (+ perplexity) of ``split``, computed once.
 
         ``same_prefix``: the variant differs from the post-SFT model only in the tracked
-        blocks, so it reads the states below them from the prefix cache. ``eval`` names
-        the saved file, relative to the step folder: the tables' confidence intervals
-        read its per-item values.
+        blocks, so it reads the states below them from the prefix cache; with ``keep``,
+        those blocks are saved as the step's ``variant`` of ``name``, for step 08 to score
+        on the held-out benchmarks. ``eval`` names the saved file, relative to the step
+        folder: the tables' confidence intervals read its per-item values.
         """
         triples, dialogues = ((self.tests, self.hh_test) if split == "test"
                               else self.validation)
+        variant = self.exp.output(ABLATIONS, "variant", name=name) if keep else None
 
         def compute() -> dict:
-            model = prefix.through(self.prefix if same_prefix else None, make_model())
-            return evaluate(model, self.tokenizer, {a: triples[a] for a in aspects},
-                            dialogues, self.p.eval)
+            model = make_model()
+            if variant is not None:
+                with atomic_path(variant) as tmp:
+                    save_file(self._tracked_weights(model), str(tmp))
+            return evaluate(prefix.through(self.prefix if same_prefix else None, model),
+                            self.tokenizer, {a: triples[a] for a in aspects}, dialogues,
+                            self.p.eval)
+
+        def reusable(saved: dict) -> bool:
+            return has_units(saved) and (variant is None or variant.exists())
 
         path = self.exp.output(ABLATIONS, "evaluation" if split == "test"
                                else "validation_evaluation", name=name)
-        saved = path.relative_to(self.dir).as_posix()
-        return {**self.exp.cached(ABLATIONS, path, compute, reusable=has_units), "eval": saved}
+        names = {"eval": path.relative_to(self.dir).as_posix()}
+        if variant is not None:
+            names["variant"] = variant.relative_to(self.dir).as_posix()
+        return {**self.exp.cached(ABLATIONS, path, compute, reusable=reusable), **names}
 
     def subset(self, target: str, selector: str) -> Dataset:
         return self.exp.data.hh["train"].select(self.subsets[target][selector])
@@ -410,6 +423,8 @@ def _compare(exp: Experiment) -> dict:
         rows.append({"aspect": aspect, "method": method, "setting": setting,
                      "eval": result["eval"], "logodds": result["aspects"][aspect]["logodds"],
                      "ppl": result["ppl"]})
+        if "variant" in result:
+            rows[-1]["variant"] = result["variant"]
 
     pbrf_subsets = {**PBRF_SELECTORS, **{name: name for name in a.rankers}}
     methods = (*PBRF_SELECTORS, *draws, *a.rankers, *a.methods)
@@ -418,17 +433,17 @@ def _compare(exp: Experiment) -> dict:
         setting = f"β {beta:g}"
         if method in draws:  # evaluated on every aspect at its first aspect, then read back
             result = abl.evaluated(f"pbrf_{method}_beta{beta:g}", aspects,
-                                   partial(abl.pbrf, COMMON, method, beta))
+                                   partial(abl.pbrf, COMMON, method, beta), keep=True)
         elif method in pbrf_subsets:
             selector = pbrf_subsets[method]
             result = abl.evaluated(f"pbrf_{selector}_{aspect}_beta{beta:g}", [aspect],
-                                   partial(abl.pbrf, aspect, selector, beta))
+                                   partial(abl.pbrf, aspect, selector, beta), keep=True)
         else:
             lr, steps = (a.lr, a.steps) if not matched else (
                 matched[aspect][method]["lr"], matched[aspect][method]["steps"])
             setting = f"lr {lr:g}, steps {steps}"
             result = abl.evaluated(f"{method}_{aspect}_lr{lr:g}_steps{steps}", [aspect],
-                                   partial(abl.baseline, method, aspect, lr, steps))
+                                   partial(abl.baseline, method, aspect, lr, steps), keep=True)
         add(method, aspect, result, setting)
     for aspect in aspects:
         for selector in ("dpp", "topk"):

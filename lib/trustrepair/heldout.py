@@ -18,14 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trustrepair import prefix
+from trustrepair.artifacts import read_json
 from trustrepair.attribution import COMMON, post_sft_dir
 from trustrepair.experiment import Experiment
+from trustrepair.heldout_registry import HELDOUT_BENCHMARKS
 from trustrepair.metrics import sequence_logprobs
 from trustrepair.params import EvalParams
-from trustrepair.steps import HELDOUT, REPAIR
+from trustrepair.steps import ABLATIONS, HELDOUT, REPAIR
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "bbq": ("items", "ambiguous", "ambiguous_correct", "ambiguous_non_unknown",
@@ -204,33 +207,104 @@ def evaluate_heldout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return out
 
 
-def saved_models(exp: Experiment) -> dict[str, Path | None]:
-    """The models on disk, name -> folder: the base model (None), step 01's post-SFT model
-    and step 04's repaired model of each target (``ours_<target>``)."""
+@dataclass(frozen=True)
+class Variant:
+    """A model of step 05 that step 08 scores: its tracked blocks (``tracked``, the step's
+    ``variant`` file) over the post-SFT model, on the held-out benchmarks of the aspects it
+    was measured on."""
+
+    tracked: Path
+    aspects: tuple[str, ...]
+    method: str
+    """Its row of Table 4 (``ga``, ``topk``, ``random_seed0``, ...)."""
+
+    def benchmarks(self) -> list[str]:
+        return [name for name, entry in HELDOUT_BENCHMARKS.items() if entry.aspect in self.aspects]
+
+
+def variant_rows(result: dict) -> dict[str, list[dict]]:
+    """Step 05's saved models (the rows of its ``result`` with a ``variant``) by name, each
+    with its rows of Table 4: ``<method>_<aspect>`` for a model of one aspect (a baseline
+    at its matched point, top-k, a cheaper ranker), ``<method>`` for one of every aspect (a
+    random draw). Step 04's models stand for the ``ours`` rows; the retrained models, which
+    are another SFT run, are not saved."""
+    by_variant: dict[tuple[str, str], list[dict]] = {}
+    for row in result["rows"]:
+        if "variant" in row and row["method"] != "ours":
+            by_variant.setdefault((row["method"], row["variant"]), []).append(row)
+    return {(method if len(rows) > 1 else f"{method}_{rows[0]['aspect']}"): rows
+            for (method, _), rows in by_variant.items()}
+
+
+def ablation_variants(exp: Experiment) -> dict[str, Variant]:
+    """:func:`variant_rows` of this run's step 05 as models to score; none without its
+    result."""
+    path = ABLATIONS.output(exp.run_dir, "result")
+    if not path.exists():
+        return {}
+    folder = ABLATIONS.folder(exp.run_dir)
+    return {name: Variant(folder / rows[0]["variant"], tuple(r["aspect"] for r in rows),
+                          rows[0]["method"])
+            for name, rows in variant_rows(read_json(path)).items()}
+
+
+def saved_models(exp: Experiment) -> dict[str, Path | Variant | None]:
+    """The models on disk, by name: the base model (None), step 01's post-SFT model and
+    step 04's repaired model of each target (``ours_<target>``), as folders; then step 05's
+    (:func:`ablation_variants`)."""
     targets = [*exp.params.data.trust.aspects, COMMON]
     return {"pre_sft": None, "post_sft": post_sft_dir(exp),
-            **{f"ours_{t}": REPAIR.require(exp.run_dir, "model", target=t) for t in targets}}
+            **{f"ours_{t}": REPAIR.require(exp.run_dir, "model", target=t) for t in targets},
+            **ablation_variants(exp)}
 
 
-def run_heldout(exp: Experiment, models: Mapping[str, Path | None]) -> dict[str, dict]:
-    """Step 08: each model (name -> folder, None for the base model) scored on every
-    held-out benchmark, each saved as the step's ``evaluation`` of its name as soon as it
-    is done, so an interrupted step resumes at the next model.
+def run_heldout(exp: Experiment, models: Mapping[str, Path | Variant | None]) -> dict[str, dict]:
+    """Step 08: each model (name -> folder, None for the base model, or a :class:`Variant`)
+    scored on every held-out benchmark (a variant: those of its aspects), each saved as the
+    step's ``evaluation`` of its name as soon as it is done, so an interrupted step resumes
+    at the next model.
 
-    A model whose lower blocks match others' (the post-SFT and repaired models) reads the
-    states below the tracked blocks from the run's prefix cache; the base model, which
-    shares them with no other, runs whole and computes each prompt once for all options.
+    A model whose lower blocks match others' (the post-SFT, repaired and step 05's models)
+    reads the states below the tracked blocks from the run's prefix cache; the base model,
+    which shares them with no other, runs whole and computes each prompt once for all
+    options.
     """
     benchmarks = exp.data.heldout
     results = {}
-    for name, folder in models.items():
-        def compute(folder: Path | None = folder) -> dict:
-            model, tokenizer = exp.models.load(folder)
-            cache = None if folder is None else exp.models.prefix_cache(model)
-            return {"folder": None if folder is None else str(folder),
+    for name, source in models.items():
+        def compute(source: Path | Variant | None = source) -> dict:
+            if isinstance(source, Variant):
+                model, tokenizer = exp.models.load(post_sft_dir(exp))
+                with_tracked_weights(model, source.tracked)
+                scored = {b: benchmarks[b] for b in source.benchmarks() if b in benchmarks}
+            else:
+                model, tokenizer = exp.models.load(source)
+                scored = benchmarks
+            cache = None if source is None else exp.models.prefix_cache(model)
+            return {"model": _described(source),
                     "benchmarks": evaluate_heldout(prefix.through(cache, model), tokenizer,
-                                                   benchmarks, exp.params.eval)}
+                                                   scored, exp.params.eval)}
 
         results[name] = exp.cached(HELDOUT, exp.output(HELDOUT, "evaluation", name=name),
                                    compute)
     return results
+
+
+def with_tracked_weights(model: PreTrainedModel, path: Path) -> PreTrainedModel:
+    """``model`` with the parameters saved at ``path`` (step 05's ``variant``) put in place;
+    a name the model does not have is an error, not a silently ignored weight."""
+    weights = load_file(str(path))
+    unknown = sorted(set(weights) - set(model.state_dict()))
+    if unknown:
+        raise ValueError(f"{path} holds weights the post-SFT model does not have "
+                         f"({', '.join(unknown[:3])}): it belongs to another model; rerun step "
+                         f"05 with --force")
+    model.load_state_dict(weights, strict=False)
+    return model
+
+
+def _described(source: Path | Variant | None) -> dict:
+    if isinstance(source, Variant):
+        return {"tracked": str(source.tracked), "method": source.method,
+                "aspects": list(source.aspects)}
+    return {"folder": None if source is None else str(source)}

@@ -17,11 +17,12 @@ import pandas as pd
 
 from trustrepair.artifacts import read_json
 from trustrepair.aspects import aspect_label
-from trustrepair.heldout import METRICS
+from trustrepair.heldout import METRICS, Metric, variant_rows
 from trustrepair.heldout_registry import HELDOUT_BENCHMARKS
 from trustrepair.params import Params
 from trustrepair.report import (
     COLUMN_WIDTH_IN,
+    _ablation_results,
     _finished,
     change_intervals,
     save_figure,
@@ -29,7 +30,7 @@ from trustrepair.report import (
     with_per_item_values,
     write_table,
 )
-from trustrepair.steps import HELDOUT, REPAIR, SFT
+from trustrepair.steps import ABLATIONS, HELDOUT, REPAIR, SFT
 from trustrepair.uncertainty import Bootstrap, bootstrap_of, paired_bootstrap
 
 POST = "post_sft"
@@ -73,6 +74,8 @@ def heldout_table(evaluations: dict[str, dict], bootstrap: Bootstrap) -> pd.Data
             continue
         for metric in METRICS[benchmark]:
             for model, evaluated in evaluations.items():
+                if benchmark not in evaluated:  # a model of another aspect
+                    continue
                 ours = evaluated[benchmark]
                 delta = ((np.nan,) * 3 if model == POST
                          else metric_change(post[benchmark], ours, benchmark, metric, bootstrap))
@@ -83,36 +86,75 @@ def heldout_table(evaluations: dict[str, dict], bootstrap: Bootstrap) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def probe_vs_heldout(params: Params, evaluations: dict[str, dict],
-                     bootstrap: Bootstrap) -> pd.DataFrame:
-    """Per benchmark and repair that was measured on the benchmark's aspect (its own
-    subset, Table 1, and the common subset, Table 2): ΔF_j on the probe's test triples and
-    the change of the benchmark's headline metric, each with its interval."""
+def _probe_results(params: Params) -> dict[str, tuple[dict, dict[str, dict]]]:
+    """Model name -> (the Post-SFT evaluation it is paired with, aspect -> its own
+    evaluation on that aspect's probe): step 04's repairs (Tables 1 and 2, every test
+    triple) and step 05's saved models (Table 4, its capped test triples)."""
     run = params.run_dir()
     post_path = SFT.require(run, "eval_post")
     post = with_per_item_values(read_json(post_path), post_path)
     repair_path = REPAIR.require(run, "result")
-    targets = read_json(repair_path)["targets"]
+    out = {f"ours_{target}": (post, {aspect: with_per_item_values(result, repair_path)
+                                     for aspect in result["aspects"]})
+           for target, result in read_json(repair_path)["targets"].items()}
+    ablations = ABLATIONS.output(run, "result")
+    if ablations.exists():
+        result, evals = _ablation_results(params)
+        post05 = evals[result["post_sft"]["eval"]]
+        for name, rows in variant_rows(result).items():
+            out[name] = (post05, {row["aspect"]: evals[row["eval"]] for row in rows})
+    return out
+
+
+def _better_sign(metric: Metric, post_value: float) -> float:
+    """+1 where a higher value is better, -1 where lower; towards 0 for a bias score."""
+    if metric.higher_is_better is None:
+        return -float(np.sign(post_value)) or 1.0
+    return 1.0 if metric.higher_is_better else -1.0
+
+
+def probe_vs_heldout(params: Params, evaluations: dict[str, dict],
+                     bootstrap: Bootstrap) -> pd.DataFrame:
+    """Per benchmark and model measured on the benchmark's aspect: ΔF_j on the probe's
+    test triples and the change of the benchmark's headline metric, each with its
+    interval; whether the held-out change is better beyond its interval (``transfers``:
+    ``yes``, ``worse`` or ``within noise``); and each model's rank by either change
+    (1 = best) among the benchmark's models."""
     rows = []
+    probes = _probe_results(params)
     for benchmark, entry in HELDOUT_BENCHMARKS.items():
-        for target in (entry.aspect, "common"):
-            model = f"ours_{target}"
-            if (target not in targets or entry.aspect not in targets[target]["aspects"]
-                    or model not in evaluations or benchmark not in evaluations[POST]):
+        if benchmark not in evaluations[POST]:
+            continue
+        metric = METRICS[benchmark][entry.headline]
+        post_value = evaluations[POST][benchmark]["metrics"][entry.headline]
+        sign = _better_sign(metric, post_value)
+        for model, (post, own) in probes.items():
+            if entry.aspect not in own or benchmark not in evaluations.get(model, {}):
                 continue
-            ours = with_per_item_values(targets[target], repair_path)
-            probe = change_intervals(post, ours, entry.aspect, bootstrap)
+            probe = change_intervals(post, own[entry.aspect], entry.aspect, bootstrap)
             held = metric_change(evaluations[POST][benchmark], evaluations[model][benchmark],
                                  benchmark, entry.headline, bootstrap)
+            low, high = sorted((sign * held[1], sign * held[2]))
             rows.append({
                 "benchmark": benchmark, "aspect": entry.aspect, "model": model,
-                "delta_logodds": (ours["aspects"][entry.aspect]["logodds"]
+                "delta_logodds": (own[entry.aspect]["aspects"][entry.aspect]["logodds"]
                                   - post["aspects"][entry.aspect]["logodds"]),
                 "delta_logodds_ci_low": probe["delta_logodds_ci_low"],
                 "delta_logodds_ci_high": probe["delta_logodds_ci_high"],
-                "metric": entry.headline, "delta": held[0], "delta_ci_low": held[1],
-                "delta_ci_high": held[2]})
-    return pd.DataFrame(rows)
+                "metric": entry.headline, "post_value": post_value, "delta": held[0],
+                "delta_ci_low": held[1], "delta_ci_high": held[2],
+                "transfers": "yes" if low > 0 else "worse" if high < 0 else "within noise",
+                "_better": sign * held[0]})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        by = frame.groupby("benchmark")
+        frame["probe_rank"] = by["delta_logodds"].rank(method="min").astype(int)
+        frame["heldout_rank"] = by["_better"].rank(ascending=False, method="min").astype(int)
+    return frame.drop(columns="_better", errors="ignore")
+
+
+MARKERS = "os^Dv<>pPX*hH"
+"""One per model of a panel, in :func:`probe_vs_heldout`'s order."""
 
 
 def plot_probe_vs_heldout(points: pd.DataFrame) -> plt.Figure:
@@ -124,23 +166,24 @@ def plot_probe_vs_heldout(points: pd.DataFrame) -> plt.Figure:
                              figsize=(2 * COLUMN_WIDTH_IN, 2.3))
     for ax, benchmark in zip(axes[0], benchmarks, strict=False):
         frame = points[points.benchmark == benchmark]
-        for marker, (_, row) in zip("os^D", frame.iterrows(), strict=False):
+        for marker, (_, row) in zip(MARKERS, frame.iterrows(), strict=False):
             x, y = row.delta_logodds, row.delta
             ax.errorbar(x, y, xerr=[[x - row.delta_logodds_ci_low],
                                     [row.delta_logodds_ci_high - x]],
                         yerr=[[y - row.delta_ci_low], [row.delta_ci_high - y]],
-                        fmt=marker, capsize=2, label=row.model.removeprefix("ours_"))
+                        fmt=marker, capsize=2, label=row.model.removesuffix(f"_{row.aspect}"))
         ax.axhline(0, color="0.5", lw=0.8, ls="--")
         ax.axvline(0, color="0.5", lw=0.8, ls="--")
         entry = HELDOUT_BENCHMARKS[benchmark]
         ax.set(xlabel=f"ΔF ({aspect_label(entry.aspect)}, probe)",
                ylabel=f"Δ {entry.headline}", title=entry.label)
-        ax.legend(fontsize=6, title="subset", title_fontsize=6)
+        ax.legend(fontsize=5, title="model", title_fontsize=6)
     return _finished(fig)
 
 
 def build_heldout_outputs(params: Params) -> list[Path]:
-    """``heldout`` table and figure from steps 01, 04 and 08."""
+    """``heldout`` and ``heldout_transfer`` tables and the ``heldout`` figure, from steps
+    01, 04, 05 and 08."""
     evaluations = saved_evaluations(params)
     bootstrap = bootstrap_of(params)
     b = bootstrap
@@ -153,5 +196,14 @@ def build_heldout_outputs(params: Params) -> list[Path]:
                         caption=f"{params.name}: held-out benchmarks. {note}")
     points = probe_vs_heldout(params, evaluations, bootstrap)
     if len(points):
+        paths += write_table(
+            points, params.tables_dir(), "heldout_transfer", float_format="%.3f",
+            caption=f"{params.name}: does a change on the probe carry over? Per held-out "
+                    f"benchmark and model of its aspect: delta_logodds = ΔF_j on the probe's "
+                    f"test triples (ours_*: Tables 1-2, all of them; the others: Table 4, "
+                    f"its capped ones), delta = change of the benchmark's headline metric; "
+                    f"transfers = yes where its interval lies wholly on the better side "
+                    f"(a bias score: towards 0), worse where wholly on the other; ranks: 1 = "
+                    f"the best change among the benchmark's models. {note}")
         paths += save_figure(plot_probe_vs_heldout(points), params.figures_dir(), "heldout")
     return paths

@@ -92,7 +92,8 @@ REPAIR = Step("04_repair", ("repair",),
 ABLATIONS = Step("05_ablations", ("ablations",),
                  {"result": "ablations.json", "evaluation": "evals/{name}.json",
                   "validation_evaluation": "evals/validation/{name}.json",
-                  "retrained": "{method}", "dpo": "dpo", "kronfluence": "kronfluence"})
+                  "variant": "variants/{name}.safetensors", "retrained": "{method}",
+                  "dpo": "dpo", "kronfluence": "kronfluence"})
 TIMING = Step("06_timing", ("timing",), {"result": "timing.json"})
 PAPER = Step("07_paper", ())
 HELDOUT = Step("08_heldout", ("heldout",), {"evaluation": "evals/{name}.json"},
