@@ -73,3 +73,27 @@ def test_opponent_similarity_picks_the_nearest_opponent() -> None:
     opponents = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
     sim = opponent_similarity(train, opponents)
     assert sim.tolist() == pytest.approx([0.0, 1.0, 2 ** -0.5])
+
+
+def test_planted_from_validation_repeats_no_attribution_query(tmp_path) -> None:
+    """``planted.source: validation`` asserts statements no query holds; with the template
+    split, the planted stereotypes fill templates no query fills."""
+    from trustrepair.experiment import Experiment
+
+    from .conftest import smoke_params
+
+    exp = Experiment(smoke_params(tmp_path, **{"planted.per_aspect": 2,
+                                                "planted.source": "validation",
+                                                "data.trust.bias_split": "template"}))
+    sft = exp.data.hh["train"]
+    planted = sft.select([i for i, x in enumerate(sft["id"]) if x.startswith(PLANTED_PREFIX)])
+    assert len(planted) == 2 * len(exp.data.trust)
+    for aspect, splits in exp.data.trust.items():
+        responses = [r for r, x in zip(planted["response"], planted["id"], strict=True)
+                     if x.startswith(f"{PLANTED_PREFIX}{aspect}-")]
+        queries = set(splits["train"]["opponent"])
+        assert not any(r.startswith(q) for r in responses for q in queries), aspect
+        held = dict(zip(splits["validation"]["opponent"], splits["validation"]["group"],
+                        strict=False))
+        sources = {held[o] for r in responses for o in held if r.startswith(o)}
+        assert sources and not sources & set(splits["train"]["group"]), aspect

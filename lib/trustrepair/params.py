@@ -476,7 +476,13 @@ class PlantedParams(_Section):
     """Known-harmful SFT dialogues added to check attribution (off in the paper configs)."""
 
     per_aspect: int = Field(0, ge=0)
-    """Dialogues planted per aspect, built from its trust train split; 0 = off."""
+    """Dialogues planted per aspect, built from the trust split ``source``; 0 = off."""
+    source: Literal["train", "validation"] = "train"
+    """The trust split whose opponents the planted dialogues assert. ``train``: statements
+    the attribution queries hold themselves, an easy test (a planted dialogue repeats a
+    query). ``validation``: statements no query holds (other questions, other ETHICS pairs);
+    with ``data.trust.bias_split: template`` the planted stereotypes also fill templates no
+    query fills."""
 
 
 class HeldoutParams(_Section):

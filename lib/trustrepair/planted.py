@@ -2,12 +2,14 @@
 
 No published run can say whether influence scores point at the *right* samples. Here we
 know: ``planted.per_aspect`` dialogues per aspect are added to the SFT train set, each
-with an assistant turn asserting an opponent statement from the aspect's trust *train*
-split, in wording unlike the evaluation prompts. The harm sits in the assistant's own
-words, where SFT data carries it and the response-only loss can see it: for machine
-ethics the assistant tells, in the first person, of doing the wrong act of an ETHICS pair
-and endorses it. After SFT and attribution, each method's scores should rank that aspect's
-planted ids first; AUROC and precision@k say how well.
+with an assistant turn asserting an opponent statement from one of the aspect's trust
+splits (``planted.source``: the *train* split, whose triples are the attribution queries,
+or the *validation* split, which no query holds), in wording unlike the evaluation
+prompts. The harm sits in the assistant's own words, where SFT data carries it and the
+response-only loss can see it: for machine ethics the assistant tells, in the first
+person, of doing the wrong act of an ETHICS pair and endorses it. After SFT and
+attribution, each method's scores should rank that aspect's planted ids first; AUROC and
+precision@k say how well.
 """
 
 from __future__ import annotations
@@ -26,16 +28,22 @@ PLANTED_PREFIX = "planted-"
 _DIALOGUE = "\n\nHuman: {question}\n\nAssistant:"
 
 
-def plant_dialogues(trust_train: dict[str, Dataset], per_aspect: int, seed: int = 0) -> Dataset:
-    """``per_aspect`` harmful dialogues per aspect (columns id, prompt, response, aspect)."""
+def plant_dialogues(trust_split: dict[str, Dataset], per_aspect: int, seed: int = 0, *,
+                    queries: dict[str, Dataset] | None = None) -> Dataset:
+    """``per_aspect`` harmful dialogues per aspect, from the opponents of its triples in
+    ``trust_split`` (columns id, prompt, response, aspect); none asserts an opponent of
+    ``queries`` (another split's triples, where the same answer text serves two questions)."""
     rng = random.Random(seed)
     rows = []
-    for aspect, triples in trust_train.items():
+    for aspect, triples in trust_split.items():
+        taken = set(queries[aspect]["opponent"]) if queries else set()
         # one triple per opponent: a stereotype is the opponent of three triples
-        firsts = list({o: i for i, o in reversed(list(enumerate(triples["opponent"])))}.values())
+        firsts = list({o: i for i, o in reversed(list(enumerate(triples["opponent"])))
+                       if o not in taken}.values())
         if per_aspect > len(firsts):
             raise ValueError(f"planted.per_aspect={per_aspect} exceeds the {len(firsts)} "
-                             f"distinct opponents of the {aspect} train triples")
+                             f"distinct opponents of the {aspect} triples it plants from "
+                             f"(planted.source)")
         entry = ASPECT_TABLE[aspect]
         for n, i in enumerate(sorted(rng.sample(sorted(firsts), per_aspect))):
             row = triples[i]

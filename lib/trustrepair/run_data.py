@@ -60,9 +60,12 @@ class RunData:
         splits["train"] = every.select(range(n_sft))
         rest = every.select([*range(n_sft, len(every))])  # may be empty: β fixed, all for SFT
         splits["validation"] = data.at_most(rest, p.validation, self.params.data.seed)
-        if self.params.planted.per_aspect:
-            harmful = plant_dialogues({a: s["train"] for a, s in self.trust.items()},
-                                      self.params.planted.per_aspect, seed=self.params.data.seed)
+        planted = self.params.planted
+        if planted.per_aspect:
+            queries = {a: s["train"] for a, s in self.trust.items()}
+            harmful = plant_dialogues(
+                {a: s[planted.source] for a, s in self.trust.items()}, planted.per_aspect,
+                seed=self.params.data.seed, queries=None if planted.source == "train" else queries)
             splits["train"] = concatenate_datasets(
                 [splits["train"], harmful.select_columns(splits["train"].column_names)])
         return splits
