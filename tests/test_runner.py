@@ -74,22 +74,22 @@ def _notebook(path: Path, code: str) -> None:
     nbformat.write(nb, path)
 
 
-@pytest.fixture
-def chain(tmp_path: Path) -> Path:
-    folder = tmp_path / "notebooks"
+def _chain(folder: Path, first: str) -> Path:
+    """Notebooks 01 (``first``) and 02 (:data:`_COPY`) in ``folder``."""
     folder.mkdir()
-    _notebook(folder / "01_write.ipynb", _WRITE)
+    _notebook(folder / "01_write.ipynb", first)
     _notebook(folder / "02_copy.ipynb", _COPY)
     return folder
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Path:
+    return _chain(tmp_path / "notebooks", _WRITE)
 
 
 @pytest.fixture
 def timed_chain(tmp_path: Path) -> Path:
-    folder = tmp_path / "timed_notebooks"
-    folder.mkdir()
-    _notebook(folder / "01_write.ipynb", _RESULT)
-    _notebook(folder / "02_copy.ipynb", _COPY)
-    return folder
+    return _chain(tmp_path / "timed_notebooks", _RESULT)
 
 
 def _params(tmp_path: Path, file: str = "params.yaml", **sections) -> Path:
