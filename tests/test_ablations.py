@@ -130,7 +130,7 @@ def test_step_05_repairs_each_new_subset_and_retrains_as_asked(
         run_dir: Path, monkeypatch, overrides: dict, retrained: set) -> None:
     evaluated = []
 
-    def fake_evaluation(self, name, aspects, make_model, *, same_prefix=True):
+    def fake_evaluation(self, name, aspects, make_model, *, same_prefix=True, keep=False):
         evaluated.append(name)
         return {"aspects": {a: {"logodds": 0.5} for a in aspects}, "ppl": 2.0,
                 "eval": f"evals/{name}.json"}
@@ -358,7 +358,8 @@ def test_a_grid_trains_each_learning_rate_once_and_test_reuses_the_matched_run(
 
 
 def test_step_05_reports_each_baseline_at_its_matched_point(run_dir: Path, monkeypatch) -> None:
-    def fake_evaluation(self, name, aspects, make_model, *, same_prefix=True, split="test"):
+    def fake_evaluation(self, name, aspects, make_model, *, same_prefix=True, split="test",
+                        keep=False):
         # On validation, cost grows with lr; on test the reverse, so a choice made on test
         # data would pick another point.
         lr = float(name.split("_lr")[1].split("_")[0]) if "_lr" in name else 1e-3

@@ -38,7 +38,7 @@ SLICE = {
                   "baseline_grid": {m: {"lr": [1.0e-4], "steps": [1]}
                                     for m in ("sga", "ga", "ga_kl", "dpo")},
                   "validation_triples": 4, "validation_dialogues": 4,
-                  "retain_samples": 4, "dpo_pairs": 4},
+                  "retain_samples": 4, "dpo_pairs": 4, "match_refinements": 1},
     "timing": {"subset_sizes": [4], "repeats": 1},
     "heldout": {"bbq_per_cell": 1, "moralchoice_items": 8},
 }
@@ -91,19 +91,28 @@ def test_the_default_run_sliced_executes_every_notebook(tmp_path: Path, default_
     assert (table1.post_sft_ppl < table1.pre_sft_ppl).all(), "SFT lowers HH perplexity"
     ablations = pd.read_csv(tables / "ablations.csv")
     assert set(ablations.method) >= {"ours", "random", "dpo", "retrain"}
-    assert set(ablations.loc[ablations.method == "dpo", "setting"]) == {"lr 0.0001, steps 1"}
+    result = json.loads((run_dir / "05_ablations" / "ablations.json").read_text())
+    for aspect, matched in result["matched"].items():  # the one grid point, or a refinement
+        dpo = matched["dpo"]
+        assert ablations.loc[(ablations.method == "dpo") & (ablations.aspect == aspect),
+                             "setting"].item() == f"lr {dpo['lr']:g}, steps {dpo['steps']}"
+        assert dpo["steps"] == 1 and result["matching"][aspect]["dpo"]["steps"] == 1
     assert pd.read_csv(tables / "tradeoff.csv").matched.sum() == 3 * 5, "ours + 4 baselines"
     assert (tmp_path / "figures" / "default-slice" / "tradeoff.png").exists()
     config = json.loads((run_dir / "01_sft" / "model" / "config.json").read_text())
     assert config["vocab_size"] == 49152, "the real SmolLM2 model, not a tiny one"
     assert "Pythia-1.4B" in (tables / "paper_vs_ours.md").read_text()
+    heldout = pd.read_csv(tables / "heldout.csv")
+    assert {f"dpo_{a}" for a in ASPECTS} <= set(heldout.model), "step 05's models scored"
+    assert set(pd.read_csv(tables / "heldout_transfer.csv").transfers) <= {
+        "yes", "worse", "within noise"}
 
 
 @pytest.mark.slow
 def test_the_planted_run_sliced_executes_its_check(tmp_path: Path, default_model) -> None:
     params = _sliced(tmp_path, "planted.yaml", "planted-slice")
     raw = yaml.safe_load(params.read_text())
-    raw["planted"] = {"per_aspect": 2}
+    raw["planted"] = {"per_aspect": 2}  # merged over planted.yaml: from the validation split
     params.write_text(yaml.safe_dump(raw))
     assert cli.main(["run", str(params), "--only", "01", "02", "02b"]) == 0
     recovery = pd.read_csv(tmp_path / "tables" / "planted-slice" / "planted_recovery.csv")
