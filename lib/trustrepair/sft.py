@@ -292,6 +292,8 @@ def sft_into(exp: Experiment, train: Dataset, step: Step, out_dir: Path) -> tupl
     if not is_saved_model(model_dir) and metrics_path.exists():
         metrics_path.unlink()
 
+    timings: dict[str, float] = {}  # this process's, when it trains: only the main one writes
+
     def train_model() -> dict:
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":  # the plan is unsharded
             exp.models.checked_plan("sft", probe=False)
@@ -299,13 +301,14 @@ def sft_into(exp: Experiment, train: Dataset, step: Step, out_dir: Path) -> tupl
         metrics = finetune(model, tokenizer, train, exp.params.sft, out_dir,
                            checkpoint_dir=out_dir / TRAINED["checkpoints"] / exp.fingerprint(step),
                            seed=exp.params.sft.seed, resume=not exp.recompute)
-        timings = {name: metrics.pop(name) for name in TIMING_METRICS if name in metrics}
+        timings.update({name: metrics.pop(name) for name in TIMING_METRICS if name in metrics})
         if is_main_process():
             write_json(out_dir / TRAINED["timings"], timings)
         return metrics
 
     metrics = exp.cached(step, metrics_path, train_model)
-    return model_dir, {**metrics, "train_runtime": training_seconds(out_dir)}
+    seconds = timings["train_runtime"] if timings else training_seconds(out_dir)
+    return model_dir, {**metrics, "train_runtime": seconds}
 
 
 TIMING_METRICS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
