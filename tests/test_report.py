@@ -317,6 +317,42 @@ def test_seed_tables_give_mean_and_spread_over_seeds(tmp_path) -> None:
     assert runs[1].tables_dir() == params.tables_dir() / "seeds" / "seed-1"
 
 
+def test_held_out_transfer_over_seeds_counts_the_seeds_it_holds_in(tmp_path) -> None:
+    from trustrepair.report import build_seed_tables
+
+    from .conftest import smoke_params
+
+    params = smoke_params(tmp_path)
+    assert params.heldout.enabled
+    runs = [params.seeded(s) for s in (0, 1, 2)]
+    for run, verdict, delta in zip(runs, ("yes", "within noise", "worse"), (0.03, 0.01, -0.02),
+                                   strict=True):
+        pd.DataFrame({"benchmark": ["bbq"], "aspect": ["stereotypical_bias"],
+                      "model": ["ours_stereotypical_bias"], "delta_logodds": [-0.02],
+                      "delta_logodds_ci_low": [-0.03], "delta_logodds_ci_high": [-0.01],
+                      "metric": ["accuracy_ambig"], "post_value": [0.1], "delta": [delta],
+                      "delta_ci_low": [delta - 0.01], "delta_ci_high": [delta + 0.01],
+                      "transfers": [verdict], "probe_rank": [1], "heldout_rank": [1]}).to_csv(
+            _mkdir(run.tables_dir()) / "heldout_transfer.csv", index=False)
+    paths = build_seed_tables(params, runs)
+    assert [p.name for p in paths] == [f"heldout_transfer.{e}" for e in ("csv", "md", "tex")]
+    row = pd.read_csv(paths[0]).iloc[0]
+    assert (row.transfers_in, row.worse_in, row.seeds) == (1, 1, 3)
+    assert row.delta_mean == pytest.approx(0.02 / 3)
+    assert row.delta_std == pytest.approx(np.std([0.03, 0.01, -0.02], ddof=1))
+    assert "+0.007 ± 0.025" in paths[1].read_text()
+
+
+def test_held_out_transfer_over_seeds_waits_for_every_seed(tmp_path, capsys) -> None:
+    from trustrepair.report_heldout import build_seed_heldout
+
+    from .conftest import smoke_params
+
+    params = smoke_params(tmp_path)
+    assert build_seed_heldout(params, [params.seeded(s) for s in (0, 1)]) == []
+    assert "not every seed has it" in capsys.readouterr().out
+
+
 def _mkdir(path):
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -922,6 +922,10 @@ def build_seed_tables(params: Params, runs: list[Params]) -> list[Path]:
                                      f"{params.seed_scope}). {_CHANGES} better_in: the seeds "
                                      f"whose {100 * bootstrap_of(params).confidence:g} % paired "
                                      f"bootstrap interval of delta_logodds lies below 0.")
+    if params.heldout.enabled:
+        from trustrepair.report_heldout import build_seed_heldout  # it builds on this module
+
+        paths += build_seed_heldout(params, runs)
     return paths
 
 

@@ -25,6 +25,7 @@ from trustrepair.report import (
     _ablation_results,
     _finished,
     change_intervals,
+    read_table,
     save_figure,
     use_paper_style,
     with_per_item_values,
@@ -207,3 +208,37 @@ def build_heldout_outputs(params: Params) -> list[Path]:
                     f"the best change among the benchmark's models. {note}")
         paths += save_figure(plot_probe_vs_heldout(points), params.figures_dir(), "heldout")
     return paths
+
+
+TRANSFER = "heldout_transfer"
+"""The table :func:`probe_vs_heldout` writes, summarised over seeds."""
+
+
+def seed_transfer_summary(runs: list[Params]) -> pd.DataFrame:
+    """Per benchmark and model, over the seeds' ``heldout_transfer`` tables: the mean and
+    sample standard deviation of ΔF_j on the probe and of the held-out change, and in how
+    many seeds the held-out change is better (``transfers_in``) or worse (``worse_in``)
+    beyond its interval, which is what "transfers across seeds" means for a row."""
+    every = pd.concat([read_table(p, TRANSFER) for p in runs])
+    grouped = every.groupby(["benchmark", "aspect", "model", "metric"], sort=False)
+    stats = grouped[["delta_logodds", "delta"]].agg(["mean", "std"])
+    stats.columns = [f"{name}_{stat}" for name, stat in stats.columns]
+    return stats.assign(
+        transfers_in=grouped.transfers.agg(lambda t: int((t == "yes").sum())),
+        worse_in=grouped.transfers.agg(lambda t: int((t == "worse").sum())),
+        seeds=grouped.size()).reset_index()
+
+
+def build_seed_heldout(params: Params, runs: list[Params]) -> list[Path]:
+    """``tables/<name>/seeds/heldout_transfer.*``, where every seed has its own."""
+    if not all((p.tables_dir() / f"{TRANSFER}.csv").exists() for p in runs):
+        print(f"skipping {TRANSFER} over seeds: not every seed has it")
+        return []
+    seeds = ", ".join(str(p.seed) for p in runs)
+    return write_table(
+        seed_transfer_summary(runs), params.tables_dir() / "seeds", TRANSFER,
+        float_format="%.3f",
+        caption=f"{params.name}: held-out transfer over seeds {seeds}, mean ± standard "
+                f"deviation of delta_logodds (ΔF_j on the probe) and delta (change of the "
+                f"held-out headline metric against Post-SFT); transfers_in / worse_in: the "
+                f"seeds whose interval of delta lies wholly on the better / worse side.")
