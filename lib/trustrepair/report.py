@@ -773,7 +773,7 @@ def build_ablation_outputs(params: Params) -> list[Path]:
                          params.figures_dir(), "figure2")
     if result.get("tradeoff"):
         points = tradeoff_table(result)
-        paths += write_table(points, params.tables_dir(), "tradeoff",
+        paths += write_table(points, params.tables_dir(), "tradeoff", float_format="%.4g",
                              caption=f"{params.name}: every point of the validation trade-off, "
                                      f"relative change (%) against Post-SFT on the validation "
                                      f"splits; matched: the point each table row reports.")
