@@ -97,7 +97,10 @@ def test_the_default_run_sliced_executes_every_notebook(tmp_path: Path, default_
         assert ablations.loc[(ablations.method == "dpo") & (ablations.aspect == aspect),
                              "setting"].item() == f"lr {dpo['lr']:g}, steps {dpo['steps']}"
         assert dpo["steps"] == 1 and result["matching"][aspect]["dpo"]["steps"] == 1
-    assert pd.read_csv(tables / "tradeoff.csv").matched.sum() == 3 * 5, "ours + 4 baselines"
+    tradeoff = pd.read_csv(tables / "tradeoff.csv")
+    assert tradeoff.matched.sum() == 3 * 5, "ours + 4 baselines"
+    shown = (tables / "tradeoff.md").read_text()
+    assert all(f"| {lr:.4g} |" in shown for lr in tradeoff.lr.dropna()), "a learning rate shows"
     assert (tmp_path / "figures" / "default-slice" / "tradeoff.png").exists()
     config = json.loads((run_dir / "01_sft" / "model" / "config.json").read_text())
     assert config["vocab_size"] == 49152, "the real SmolLM2 model, not a tiny one"
