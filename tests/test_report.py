@@ -365,3 +365,22 @@ def test_an_auroc_shows_as_a_level_with_its_interval(tmp_path) -> None:
                           "truthfulness_auroc_ci_low": [0.95], "truthfulness_auroc_ci_high": [1.0]})
     markdown = write_table(frame, tmp_path, "t")[1].read_text()
     assert "| ekfac | 0.988 [0.950, 1.000] |" in markdown
+
+
+def test_the_held_out_figure_gives_each_model_one_style_and_one_legend_entry() -> None:
+    from trustrepair.report_heldout import plot_probe_vs_heldout
+
+    models = [f"m{i}" for i in range(12)]
+    rows = [{"benchmark": b, "aspect": a, "model": f"{m}_{a}", "delta_logodds": -0.01,
+             "delta_logodds_ci_low": -0.02, "delta_logodds_ci_high": 0.0, "delta": 0.01,
+             "delta_ci_low": 0.0, "delta_ci_high": 0.02}
+            for b, a in (("bbq", "stereotypical_bias"), ("moralchoice", "machine_ethics"))
+            for m in models]
+    fig = plot_probe_vs_heldout(pd.DataFrame(rows))
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == models, "once, across both panels"
+    styles = {c.get_label(): (c.lines[0].get_marker(), str(c.lines[0].get_color()))
+              for ax in fig.axes for c in ax.containers}
+    assert set(styles) == set(models) and len(set(styles.values())) == len(models), (
+        "no two models share a marker and colour")
+    assert all(ax.get_legend() is None for ax in fig.axes), "no legend over the data"

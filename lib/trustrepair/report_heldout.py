@@ -154,32 +154,46 @@ def probe_vs_heldout(params: Params, evaluations: dict[str, dict],
     return frame.drop(columns="_better", errors="ignore")
 
 
-MARKERS = "os^Dv<>pPX*hH"
-"""One per model of a panel, in :func:`probe_vs_heldout`'s order."""
+MARKERS = "os^Dv<>pPX*hH8d"
+COLOURS = (*plt.get_cmap("tab10").colors, "black", "#6a3d9a")
+"""Markers and colours cycled together, so each model of a figure has its own pair and the
+default's 12 models each their own colour."""
+
+
+def _model_label(row: pd.Series) -> str:
+    return row.model.removesuffix(f"_{row.aspect}")
 
 
 def plot_probe_vs_heldout(points: pd.DataFrame) -> plt.Figure:
     """One panel per benchmark: ΔF_j on the probe (x, negative = better) against the change
-    of the held-out metric (y), 95 % intervals as bars; dashed lines at no change."""
+    of the held-out metric (y), 95 % intervals as bars; dashed lines at no change. A model
+    keeps its marker and colour in every panel, named once in a legend below them."""
     use_paper_style()
     benchmarks = list(dict.fromkeys(points["benchmark"]))
+    labels = list(dict.fromkeys(points.apply(_model_label, axis=1)))
+    style = {label: (MARKERS[i % len(MARKERS)], COLOURS[i % len(COLOURS)])
+             for i, label in enumerate(labels)}
     fig, axes = plt.subplots(1, max(len(benchmarks), 1), squeeze=False,
                              figsize=(2 * COLUMN_WIDTH_IN, 2.3))
+    handles = {}
     for ax, benchmark in zip(axes[0], benchmarks, strict=False):
-        frame = points[points.benchmark == benchmark]
-        for marker, (_, row) in zip(MARKERS, frame.iterrows(), strict=False):
+        for _, row in points[points.benchmark == benchmark].iterrows():
+            label = _model_label(row)
+            marker, colour = style[label]
             x, y = row.delta_logodds, row.delta
-            ax.errorbar(x, y, xerr=[[x - row.delta_logodds_ci_low],
-                                    [row.delta_logodds_ci_high - x]],
-                        yerr=[[y - row.delta_ci_low], [row.delta_ci_high - y]],
-                        fmt=marker, capsize=2, label=row.model.removesuffix(f"_{row.aspect}"))
+            handles[label] = ax.errorbar(
+                x, y, xerr=[[x - row.delta_logodds_ci_low], [row.delta_logodds_ci_high - x]],
+                yerr=[[y - row.delta_ci_low], [row.delta_ci_high - y]], fmt=marker,
+                color=colour, ms=4, elinewidth=0.8, capsize=2, label=label)
         ax.axhline(0, color="0.5", lw=0.8, ls="--")
         ax.axvline(0, color="0.5", lw=0.8, ls="--")
         entry = HELDOUT_BENCHMARKS[benchmark]
         ax.set(xlabel=f"ΔF ({aspect_label(entry.aspect)}, probe)",
                ylabel=f"Δ {entry.headline}", title=entry.label)
-        ax.legend(fontsize=5, title="model", title_fontsize=6)
-    return _finished(fig)
+    fig = _finished(fig)
+    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(len(handles), 6),
+               bbox_to_anchor=(0.5, 0.0), fontsize=6, frameon=False)
+    return fig
 
 
 def build_heldout_outputs(params: Params) -> list[Path]:
