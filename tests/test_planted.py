@@ -97,3 +97,42 @@ def test_planted_from_validation_repeats_no_attribution_query(tmp_path) -> None:
                         strict=False))
         sources = {held[o] for r in responses for o in held if r.startswith(o)}
         assert sources and not sources & set(splits["train"]["group"]), aspect
+
+
+def test_fine_tuned_lowers_the_dialogues_loss_and_leaves_the_model_alone(tmp_path) -> None:
+    from trustrepair.experiment import Experiment
+    from trustrepair.metrics import response_nll
+    from trustrepair.recovery import fine_tuned
+
+    from .conftest import smoke_params
+
+    exp = Experiment(smoke_params(tmp_path))
+    model, tokenizer = exp.models.load()
+    dialogues = exp.data.hh["train"].select(range(4))
+    before = [p.detach().clone() for p in model.parameters()]
+    tuned = fine_tuned(model, tokenizer, dialogues, steps=3, lr=1e-3, max_length=64)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    loss = {name: response_nll(m, tokenizer, dialogues, max_length=64).nll.sum()
+            for name, m in (("before", model), ("after", tuned))}
+    assert loss["after"] < loss["before"]
+
+
+def test_the_harm_check_finds_plants_that_copy_the_queries_harmful(tmp_path) -> None:
+    """Plants from the *train* split assert the queries' own opponents: a fine-tune on them
+    must raise F_j on those queries more than one on ordinary dialogues."""
+    from trustrepair.experiment import Experiment
+    from trustrepair.recovery import planted_harm
+
+    from .conftest import smoke_params
+
+    exp = Experiment(smoke_params(tmp_path, **{"planted.per_aspect": 3,
+                                                "planted.source": "train",
+                                                "planted.harm_control": 6}))
+    rows = planted_harm(exp, *exp.models.load())
+    assert [r["aspect"] for r in rows] == list(exp.data.trust)
+    for row in rows:
+        assert row["planted"] == 3 and row["control"] == 6
+        assert row["excess_logodds_ci_low"] <= row["excess_logodds"] <= row[
+            "excess_logodds_ci_high"]
+        assert row["harmful"] == (row["excess_logodds_ci_low"] > 0)
+    assert all(r["excess_logodds"] > 0 for r in rows), rows

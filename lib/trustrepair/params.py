@@ -483,6 +483,12 @@ class PlantedParams(_Section):
     query). ``validation``: statements no query holds (other questions, other ETHICS pairs);
     with ``data.trust.bias_split: template`` the planted stereotypes also fill templates no
     query fills."""
+    harm_steps: int = Field(5, ge=1)
+    """AdamW steps of the harm check (:func:`trustrepair.recovery.planted_harm`): whether
+    fine-tuning on an aspect's planted dialogues raises F_j on its attribution queries more
+    than fine-tuning on ordinary SFT dialogues does. Without that, recovery has nothing to find."""
+    harm_control: int = Field(50, ge=1)
+    """Ordinary SFT dialogues (at most; seeded draw) the planted ones are compared with."""
 
 
 class HeldoutParams(_Section):

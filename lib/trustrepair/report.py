@@ -325,13 +325,18 @@ def planted_recovery(params: Params) -> dict:
 
 
 def build_planted_outputs(params: Params) -> list[Path]:
-    """Planted-harm recovery table and ROC figure from step 02b."""
+    """Planted-harm recovery and harm-check tables and the ROC figure from step 02b."""
     result = planted_recovery(params)
     caption = (f"Recovery of {result['k']} planted harmful SFT dialogues per aspect: AUROC "
                f"[95% interval] and precision@{result['k']} of each method's ranking.")
     table = pd.DataFrame(result["table"])[["method", "aspect", "auroc", "auroc_ci_low",
                                            "auroc_ci_high", "precision_at_k"]]
     paths = write_table(table, params.tables_dir(), "planted_recovery", caption=caption)
+    caption = ("Do the planted dialogues harm the attribution queries? F_j on an aspect's "
+               "queries after a short fine-tune on its planted dialogues minus after one on "
+               "ordinary SFT dialogues [95% interval]; recovery is meaningful where harmful.")
+    paths += write_table(pd.DataFrame(result["harm"]), params.tables_dir(), "planted_harm",
+                         caption=caption)
     paths += save_figure(plot_roc(result["roc"]), params.figures_dir(), "planted_roc")
     return paths
 
