@@ -324,7 +324,10 @@ def test_planted_harm_step_runs_and_writes_the_recovery_table(tmp_path: Path) ->
     assert set(table.aspect) == set(ASPECTS)
     assert table.auroc.between(0, 1).all() and table.precision_at_k.between(0, 1).all()
     harm = pd.read_csv(tmp_path / "tables" / "smoke-planted" / "planted_harm.csv")
+    assert list(harm.columns) == ["aspect", "planted", "control", "excess_logodds",
+                                  "excess_logodds_ci_low", "excess_logodds_ci_high", "harmful"]
     assert set(harm.aspect) == set(ASPECTS) and harm.harmful.dtype == bool
+    assert (harm.harmful == (harm.excess_logodds_ci_low > 0)).all()
     assert (tmp_path / "figures" / "smoke-planted" / "planted_roc.pdf").exists()
 
 

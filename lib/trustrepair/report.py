@@ -46,12 +46,14 @@ CHANGES = ("delta_logodds", "rel_change_logodds", "rel_change_ppl")
 interval: ΔF_j = F_ours − F_post (negative = better; well-conditioned when F_post is near
 0), the paper's relative change of F_j, 100 (F_post − F_ours) / |F_post| (positive =
 better), and that of HH perplexity."""
-INTERVAL_FORMATS = {"delta_logodds": "%+.4f", "rel_change_logodds": "%+.1f",
-                    "rel_change_ppl": "%+.2f", "auroc": "%.3f", "delta": "%+.3f"}
+INTERVAL_FORMATS = {"delta_logodds": "%+.4f", "excess_logodds": "%+.4f",
+                    "rel_change_logodds": "%+.1f", "rel_change_ppl": "%+.2f", "auroc": "%.3f",
+                    "delta": "%+.3f"}
 """How a value shows with its interval in Markdown and LaTeX, by the end of its column's
 name; perplexity changes are about a tenth of the log-odds changes, so they keep one more
-decimal, an AUROC is a level in [0, 1], not a change, and a held-out metric's ``delta`` is a
-change of a share or a log-odds."""
+decimal, an AUROC is a level in [0, 1], not a change, a held-out metric's ``delta`` is a
+change of a share or a log-odds, and the planted harm check's ``excess_logodds`` a
+difference of two F_j."""
 
 
 def use_paper_style() -> None:
@@ -335,8 +337,10 @@ def build_planted_outputs(params: Params) -> list[Path]:
     caption = ("Do the planted dialogues harm the attribution queries? F_j on an aspect's "
                "queries after a short fine-tune on its planted dialogues minus after one on "
                "ordinary SFT dialogues [95% interval]; recovery is meaningful where harmful.")
-    paths += write_table(pd.DataFrame(result["harm"]), params.tables_dir(), "planted_harm",
-                         caption=caption)
+    harm = pd.DataFrame(result["harm"])[["aspect", "planted", "control", "excess_logodds",
+                                         "excess_logodds_ci_low", "excess_logodds_ci_high",
+                                         "harmful"]]
+    paths += write_table(harm, params.tables_dir(), "planted_harm", caption=caption)
     paths += save_figure(plot_roc(result["roc"]), params.figures_dir(), "planted_roc")
     return paths
 
