@@ -110,6 +110,24 @@ def test_each_sequence_prefix_is_computed_once(tiny_lm, tokenizer) -> None:
     assert cache.misses == len(cache.states) == len(distinct)
 
 
+def test_features_through_the_cache_are_the_models_and_leave_its_states(tiny_lm,
+                                                                       tokenizer) -> None:
+    """Step 02's features pass fills the cache its factor fit reads: the features do not
+    change, and the fit's sequences need no lower block again."""
+    from trustrepair.features import mean_pooled_hidden_states
+    from trustrepair.metrics import encode_dialogues
+
+    cache = PrefixCache(tiny_lm, 2)
+    whole = mean_pooled_hidden_states(tiny_lm, tokenizer, DIALOGUES, max_length=64, batch_size=2)
+    cached = mean_pooled_hidden_states(cache.wrap(tiny_lm), tokenizer, DIALOGUES, max_length=64,
+                                       batch_size=2)
+    assert _rel(cached, whole) < REL
+    assert cache.misses == len(DIALOGUES)
+    for item in encode_dialogues(tokenizer, DIALOGUES, 64):
+        cache._states(tiny_lm, [torch.tensor(item["input_ids"])])
+    assert cache.misses == len(DIALOGUES)
+
+
 def test_wrapped_model_acts_like_a_module(tiny_lm) -> None:
     wrapped = PrefixCache(tiny_lm, 1).wrap(tiny_lm)
     assert next(wrapped.parameters()) is next(tiny_lm.parameters())

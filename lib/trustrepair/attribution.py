@@ -49,7 +49,7 @@ from trustrepair.metrics import (
 )
 from trustrepair.models import DTYPES, is_saved_model, tracked_linear_modules
 from trustrepair.params import AttributionParams
-from trustrepair.prefix import PrefixCache, filling
+from trustrepair.prefix import PrefixCache, filling, through
 from trustrepair.profiling import phase
 from trustrepair.steps import ATTRIBUTION, SFT, TIMINGS
 
@@ -328,8 +328,11 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
         p = exp.params
         model, tokenizer = exp.models.load(post_sft_dir(exp))
         train = exp.data.hh["train"]
-        with phase("hidden-state features"):
-            features = mean_pooled_hidden_states(model, tokenizer, train,
+        cache = exp.models.prefix_cache(model, attribution=True)
+        sequences = [e["input_ids"] for e in encode_dialogues(tokenizer, train, p.sft.max_length)]
+        # The features pass fills the cache's lower-block states that the fit then reads.
+        with phase("hidden-state features"), filling(cache, sequences, "SFT train set"):
+            features = mean_pooled_hidden_states(through(cache, model), tokenizer, train,
                                                  max_length=p.sft.max_length,
                                                  batch_size=p.eval.batch_size)
         influence = fit_and_score(
@@ -338,7 +341,7 @@ def run_attribution(exp: Experiment) -> dict[str, Path]:
             name=exp.fingerprint(ATTRIBUTION),
             sft_max_length=p.sft.max_length, eval_max_length=p.eval.max_length,
             normalized=p.eval.length_normalized, seed=p.seed, overwrite=exp.recompute,
-            cache=exp.models.prefix_cache(model, attribution=True))
+            cache=cache)
         scores = {a: detrimental(s).float() for a, s in influence.scores.items()}
         scores[COMMON] = common_scores(scores)
         with atomic_path(paths["scores"]) as tmp:
