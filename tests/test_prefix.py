@@ -128,6 +128,23 @@ def test_features_through_the_cache_are_the_models_and_leave_its_states(tiny_lm,
     assert cache.misses == len(DIALOGUES)
 
 
+def test_a_decoder_through_the_cache_gives_the_models_states_and_is_restored(tiny_lm,
+                                                                            tokenizer) -> None:
+    from trustrepair.prefix import decoder_through
+
+    batch = collate(_encoded(tokenizer), tokenizer.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        whole = tiny_lm.base_model(**inputs).last_hidden_state
+        with decoder_through(PrefixCache(tiny_lm, 2), tiny_lm):
+            cached = tiny_lm.base_model(**inputs, use_cache=False).last_hidden_state
+            with pytest.raises(ValueError, match="position_ids"):
+                tiny_lm.base_model(**inputs, position_ids=torch.zeros_like(batch["input_ids"]))
+    mask = batch["attention_mask"].bool()
+    assert _rel(cached[mask], whole[mask]) < REL
+    assert "forward" not in vars(tiny_lm.base_model)
+
+
 def test_wrapped_model_acts_like_a_module(tiny_lm) -> None:
     wrapped = PrefixCache(tiny_lm, 1).wrap(tiny_lm)
     assert next(wrapped.parameters()) is next(tiny_lm.parameters())

@@ -21,7 +21,7 @@ class Baseline:
     trains_through_prefix: bool
     """Whether its training reads the states below the tracked blocks from the post-SFT
     model's prefix cache. Every baseline changes only the tracked blocks, so its
-    evaluations do either way; DPO trains the whole forward pass through TRL."""
+    evaluations do either way."""
     nested_steps: bool
     """Whether its first n steps are exactly its run of n steps (plain SGD at a constant
     learning rate, batches drawn in order), so that one run to a grid's most steps gives
@@ -36,7 +36,7 @@ BASELINES: dict[str, Baseline] = {
                    nested_steps=True),
     "ga_kl": Baseline("gradient ascent on S with a KL term on retained SFT samples",
                       trains_through_prefix=True, nested_steps=True),
-    "dpo": Baseline("DPO on the aspect's trust train pairs (TRL)", trains_through_prefix=False,
+    "dpo": Baseline("DPO on the aspect's trust train pairs (TRL)", trains_through_prefix=True,
                     nested_steps=False),
 }
 """Method name in the tables -> what this package needs to know about it."""

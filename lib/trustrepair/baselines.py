@@ -28,7 +28,7 @@ from trustrepair.metrics import (
     response_loss,
     summed_per_sample,
 )
-from trustrepair.prefix import PrefixCache, filling, through
+from trustrepair.prefix import PrefixCache, decoder_through, filling, through
 
 StepCallback = Callable[[int, nn.Module], None]
 """``(n, trained)``: called after optimizer step n with the model being trained."""
@@ -85,15 +85,21 @@ def gradient_ascent_kl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
 def dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Dataset,
         modules: list[str], *, lr: float, steps: int, beta: float, batch_size: int,
-        max_length: int, seed: int = 0, output_dir: Path) -> PreTrainedModel:
+        max_length: int, seed: int = 0, output_dir: Path,
+        cache: PrefixCache | None = None) -> PreTrainedModel:
     """A copy of ``model`` after ``steps`` DPO steps preferring ``chosen`` over ``rejected``.
 
     TRL's ``DPOTrainer`` with its sigmoid loss and defaults (AdamW, linear decay), the
     reference a frozen copy of the input model. TRL tokenises prompt + response itself
     (EOS appended, a pair over ``max_length`` loses its end). Training runs where the
-    model is; nothing is saved or reported, ``output_dir`` only hosts the Trainer.
+    model is; nothing is saved or reported, ``output_dir`` only hosts the Trainer. With a
+    ``cache`` of ``model`` below ``modules``, the policy and the reference run only the
+    blocks above it (:func:`trustrepair.prefix.decoder_through`): the lower blocks' states
+    of a pair are computed once, not twice at every step of every learning rate.
     """
     _check_steps(model, modules, lr, steps, batch_size)
+    if cache is not None:
+        cache.check_below(model, modules)
     if not beta > 0:
         raise ValueError(f"beta must be > 0 (the strength of the DPO preference), not {beta}")
     _check_data(pairs, "pairs", ("prompt", "chosen", "rejected"))
@@ -105,8 +111,10 @@ def dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Datas
         data_seed=seed, activation_checkpointing=False, bf16=False, save_strategy="no",
         logging_strategy="no", report_to=[], disable_tqdm=True,
         use_cpu=next(model.parameters()).device.type == "cpu")
-    DPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer,
-               train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"])).train()
+    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer,
+                         train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"]))
+    with decoder_through(cache, policy, reference):
+        trainer.train()
     del policy.forward  # TRL patched in a fused LM head (log-probs, no logits): undo it
     return _like_input(policy, model)
 

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from trustrepair.artifacts import (
     atomic_path,
@@ -108,6 +108,37 @@ def for_tracked_blocks(model: PreTrainedModel, tracked_blocks: int,
 def through(cache: PrefixCache | None, model: PreTrainedModel) -> nn.Module:
     """``model`` reading from ``cache`` when there is one, else ``model`` itself."""
     return model if cache is None else cache.wrap(model)
+
+
+@contextlib.contextmanager
+def decoder_through(cache: PrefixCache | None, *models: PreTrainedModel) -> Iterator[None]:
+    """Within the block, each of ``models``' decoders (``model.base_model``) reads the lower
+    blocks' states from ``cache``: for a trainer that calls the decoder itself and applies
+    its own LM head, as TRL's fused head does. Nothing changes for ``cache`` None."""
+    if cache is None:
+        yield
+        return
+    decoders = []
+    for model in models:
+        wrapped, decoder = cache.wrap(model), model.base_model
+
+        def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    use_cache: bool | None = None, wrapped: nn.Module = wrapped,
+                    **other) -> BaseModelOutputWithPast:
+            unused = sorted(k for k, v in other.items() if v is not None and v is not False)
+            if use_cache or unused:
+                raise ValueError(f"a decoder reading a prefix cache takes input_ids and "
+                                 f"attention_mask only, not {unused or ['use_cache=True']}")
+            return BaseModelOutputWithPast(
+                last_hidden_state=wrapped.last_hidden_state(input_ids, attention_mask))
+
+        decoder.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
+        decoders.append(decoder)
+    try:
+        yield
+    finally:
+        for decoder in decoders:
+            del decoder.forward
 
 
 def reads_cache(model: nn.Module) -> bool:
