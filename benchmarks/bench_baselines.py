@@ -4,7 +4,9 @@ Every baseline trains only the tracked blocks, so the blocks below them compute 
 states at every step (DPO: twice, for the policy and the reference); with a
 :class:`trustrepair.prefix.PrefixCache` they run once per sequence. Both sides start from
 the same model and must end at the same weights (the largest difference is printed). Uses
-the model bench_prefix.py uses.
+the model bench_prefix.py uses. For DPO it also times, with the cache filled, TRL's own
+CPU head, which projects every position (prompt and padding too) where ours projects only
+the scored ones.
 
     python benchmarks/bench_baselines.py                # GA: 30 dialogues, 5 steps
     python benchmarks/bench_baselines.py --method dpo   # DPO: 30 pairs, 5 steps of 8
@@ -14,15 +16,18 @@ the model bench_prefix.py uses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import tempfile
 import time
+import unittest.mock
 from functools import partial
 
 import torch
 from bench_prefix import benchmark_model, model_arguments, random_rows
 
+from trustrepair import baselines
 from trustrepair.baselines import dpo, gradient_ascent
 from trustrepair.models import decoder_blocks, tracked_linear_modules
 from trustrepair.prefix import PrefixCache
@@ -72,6 +77,15 @@ def main() -> None:
     print(f"cache filled  {warm_s:8.2f} s  (a further run on the same sequences)")
     print(f"speed-up      {full_s / cached_s:8.1f}x, {full_s / warm_s:.1f}x filled   "
           f"max |weight difference| {diff:.1e}")
+    if args.method == "dpo":
+        start = time.perf_counter()
+        with unittest.mock.patch.object(baselines, "_compact_lm_head", contextlib.nullcontext):
+            every = train(model, tokenizer, modules=modules, cache=cache, **common)
+        every_s = time.perf_counter() - start
+        diff = max(float((a - b).detach().abs().max()) for a, b in
+                   zip(every.parameters(), cached.parameters(), strict=True))
+        print(f"every position{every_s:8.2f} s  (cache filled, TRL's head on every position)")
+        print(f"head speed-up {every_s / warm_s:8.1f}x   max |weight difference| {diff:.1e}")
 
 
 if __name__ == "__main__":

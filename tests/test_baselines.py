@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
+import trl.trainer.utils
 from datasets import Dataset
 
 from trustrepair import baselines
@@ -199,6 +202,33 @@ def test_bad_inputs_fail_before_compute(method, overrides, match, tiny_lm, token
     monkeypatch.setattr(baselines, "encode_dialogues", computed)
     with pytest.raises(ValueError, match=match):
         _run(method, tiny_lm, tokenizer, tmp_path, **overrides)
+
+
+def test_dpo_projects_only_scored_positions_and_trains_as_trl_does(tiny_lm, tokenizer,
+                                                                   tmp_path,
+                                                                   monkeypatch) -> None:
+    fused = trl.trainer.utils._ChunkedLogProbFunction
+    projected: list[tuple[int, int]] = []  # (rows through the head, scored rows) per call
+
+    class Recording(fused):
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, labels, *rest):
+            projected.append((hidden.shape[0], int((labels != IGNORE).sum())))
+            return fused.forward(ctx, hidden, weight, bias, labels, *rest)
+
+    monkeypatch.setattr(trl.trainer.utils, "_ChunkedLogProbFunction", Recording)
+    decides = trl.trainer.utils._use_triton
+    compact = _state(_run("dpo", tiny_lm, tokenizer, tmp_path))
+    assert trl.trainer.utils._use_triton is decides
+    assert projected and all(rows == scored for rows, scored in projected)
+    # TRL's own CPU path: every position, prompt and padding included.
+    every = projected.copy()
+    projected.clear()
+    monkeypatch.setattr(baselines, "_compact_lm_head", contextlib.nullcontext)
+    whole = _state(_run("dpo", tiny_lm, tokenizer, tmp_path))
+    assert sum(r for r, _ in projected) > 2 * sum(r for r, _ in every)
+    for name in whole:
+        torch.testing.assert_close(compact[name], whole[name], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
