@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -382,6 +383,30 @@ def test_seeds_run_into_their_own_folders_sharing_what_they_can(tmp_path: Path, 
     assert (copy["seed"], copy["data"]["seed"], copy["sft"]["seed"]) == (
         1, 0, 0 if scope == "attribution" else 1)
     assert (tmp_path / "reports" / "smoke" / "seeds" / "seed-1").is_dir()
+
+
+def test_figures_over_seeds_take_a_seed_run_elsewhere_from_its_published_tables(
+        tmp_path: Path, chain: Path, capsys) -> None:
+    params = _params(tmp_path)
+    assert _run(params, chain, "--seeds", "0") == 0
+    seeds = tmp_path / "tables" / "smoke" / "seeds"
+    for seed, delta in ((0, -0.1), (1, -0.3)):  # seed 1 ran on another machine
+        (seeds / f"seed-{seed}").mkdir(parents=True, exist_ok=True)
+        (seeds / f"seed-{seed}" / "table4.csv").write_text(
+            "aspect,method,delta_logodds,delta_logodds_ci_low,delta_logodds_ci_high,"
+            f"rel_change_logodds,rel_change_ppl\ntruthfulness,ours,{delta},-0.4,-0.05,10.0,-1.0\n")
+    assert not (tmp_path / "runs" / "smoke" / "seed-1").exists()
+    capsys.readouterr()
+    assert cli.main(["figures", str(params), "--seeds", "0", "1", "--notebooks", str(chain)]) == 0
+    out = capsys.readouterr().out
+    assert "seed 1: no run folder here" in out and "seed 0: no run folder" not in out
+    summary = pd.read_csv(seeds / "table4.csv").iloc[0]
+    assert (summary.delta_logodds_mean, summary.seeds, summary.better_in) == (
+        pytest.approx(-0.2), 2, 2)
+    # Without its tables a missing seed is still one to run (tested above for seed 3).
+    (seeds / "seed-1" / "table4.csv").unlink()
+    assert cli.main(["figures", str(params), "--seeds", "0", "1", "--notebooks", str(chain)]) == 2
+    assert "--seeds 0 1` first" in capsys.readouterr().err
 
 
 def test_seeds_need_a_seed(tmp_path: Path, chain: Path, capsys) -> None:

@@ -8,7 +8,8 @@ import errno
 import sys
 from pathlib import Path
 
-from trustrepair.params import ParamsError, display_path, load_params
+from trustrepair.params import Params, ParamsError, display_path, load_params
+from trustrepair.steps import MANIFEST
 
 NOTEBOOKS = Path("notebooks")
 
@@ -103,6 +104,13 @@ def _sft(args: argparse.Namespace) -> None:
               f"{metrics['train_runtime']:.0f} s)")
 
 
+def _published_elsewhere(seeded: Params) -> bool:
+    """A seed whose run is not here but whose tables are: seeds run on several machines
+    (or sessions) and gathered by their committed tables are summarised from those."""
+    return (not (seeded.run_dir() / MANIFEST).exists()
+            and any(seeded.tables_dir().glob("*.csv")))
+
+
 def _figures(args: argparse.Namespace) -> None:
     from trustrepair import report, runner
 
@@ -112,13 +120,18 @@ def _figures(args: argparse.Namespace) -> None:
             else [params])
     command = " ".join(["trustrepair", "run", args.params]
                        + (["--seeds", *map(str, args.seeds)] if seeded else []))
-    damaged = [problem for run in runs for problem in runner.damaged_outputs(run).values()]
+    published = [run for run in runs if seeded and _published_elsewhere(run)]
+    for run in published:
+        print(f"seed {run.seed}: no run folder here, so its published tables "
+              f"({display_path(run.tables_dir())}) enter the tables over seeds as they are")
+    runs_here = [run for run in runs if run not in published]
+    damaged = [problem for run in runs_here for problem in runner.damaged_outputs(run).values()]
     if damaged:
         raise RuntimeError(f"{damaged[0]}, so no table or figure is built from it"
                            f"{f' ({len(damaged) - 1} more such files)' if len(damaged) > 1 else ''}"
                            f": run `{command}` to recompute it")
     stale = {}
-    for run in runs:
+    for run in runs_here:
         for path in report.build_all(run):
             print(display_path(path))
         where = f"{display_path(run.run_dir())} " if seeded else ""
