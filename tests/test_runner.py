@@ -385,28 +385,31 @@ def test_seeds_run_into_their_own_folders_sharing_what_they_can(tmp_path: Path, 
     assert (tmp_path / "reports" / "smoke" / "seeds" / "seed-1").is_dir()
 
 
-def test_figures_over_seeds_take_a_seed_run_elsewhere_from_its_published_tables(
+def test_figures_over_seeds_take_seeds_run_elsewhere_from_their_published_tables(
         tmp_path: Path, chain: Path, capsys) -> None:
     params = _params(tmp_path)
-    assert _run(params, chain, "--seeds", "0") == 0
-    seeds = tmp_path / "tables" / "smoke" / "seeds"
-    for seed, delta in ((0, -0.1), (1, -0.3)):  # seed 1 ran on another machine
-        (seeds / f"seed-{seed}").mkdir(parents=True, exist_ok=True)
-        (seeds / f"seed-{seed}" / "table4.csv").write_text(
+    tables = tmp_path / "tables" / "smoke"
+    # Nothing ran here: seed 0 is the config's own published run, seed 1 ran elsewhere.
+    for folder, delta in ((tables, -0.1), (tables / "seeds" / "seed-1", -0.3)):
+        folder.mkdir(parents=True)
+        (folder / "table4.csv").write_text(
             "aspect,method,delta_logodds,delta_logodds_ci_low,delta_logodds_ci_high,"
             f"rel_change_logodds,rel_change_ppl\ntruthfulness,ours,{delta},-0.4,-0.05,10.0,-1.0\n")
-    assert not (tmp_path / "runs" / "smoke" / "seed-1").exists()
-    capsys.readouterr()
     assert cli.main(["figures", str(params), "--seeds", "0", "1", "--notebooks", str(chain)]) == 0
     out = capsys.readouterr().out
-    assert "seed 1: no run folder here" in out and "seed 0: no run folder" not in out
-    summary = pd.read_csv(seeds / "table4.csv").iloc[0]
+    assert "seed 0: no run folder here" in out and "seed 1: no run folder here" in out
+    summary = pd.read_csv(tables / "seeds" / "table4.csv").iloc[0]
     assert (summary.delta_logodds_mean, summary.seeds, summary.better_in) == (
         pytest.approx(-0.2), 2, 2)
-    # Without its tables a missing seed is still one to run (tested above for seed 3).
-    (seeds / "seed-1" / "table4.csv").unlink()
-    assert cli.main(["figures", str(params), "--seeds", "0", "1", "--notebooks", str(chain)]) == 2
-    assert "--seeds 0 1` first" in capsys.readouterr().err
+    # A seed that ran here is rebuilt from its run; one with neither is still to run.
+    assert _run(params, chain, "--seeds", "1") == 0
+    (tables / "seeds" / "seed-2").mkdir()
+    capsys.readouterr()
+    assert cli.main(["figures", str(params), "--seeds", "0", "1", "2",
+                     "--notebooks", str(chain)]) == 2
+    out, err = capsys.readouterr()
+    assert "seed 1: no run folder" not in out and "seed 0: no run folder here" in out
+    assert "--seeds 0 1 2` first" in err and "seed-2" in err
 
 
 def test_seeds_need_a_seed(tmp_path: Path, chain: Path, capsys) -> None:

@@ -104,11 +104,14 @@ def _sft(args: argparse.Namespace) -> None:
               f"{metrics['train_runtime']:.0f} s)")
 
 
-def _published_elsewhere(seeded: Params) -> bool:
-    """A seed whose run is not here but whose tables are: seeds run on several machines
-    (or sessions) and gathered by their committed tables are summarised from those."""
-    return (not (seeded.run_dir() / MANIFEST).exists()
-            and any(seeded.tables_dir().glob("*.csv")))
+def _published(params: Params, seeded: Params) -> Params | None:
+    """Where a seed that has no run folder here has its tables, if anywhere: seeds run on
+    several machines (or one per session) are summarised from their copied or committed
+    tables, and the config's own seed, without a folder of its own, is the config's run."""
+    if (seeded.run_dir() / MANIFEST).exists():
+        return None
+    sources = (seeded, params) if seeded.seed == params.seed else (seeded,)
+    return next((p for p in sources if any(p.tables_dir().glob("*.csv"))), None)
 
 
 def _figures(args: argparse.Namespace) -> None:
@@ -120,11 +123,12 @@ def _figures(args: argparse.Namespace) -> None:
             else [params])
     command = " ".join(["trustrepair", "run", args.params]
                        + (["--seeds", *map(str, args.seeds)] if seeded else []))
-    published = [run for run in runs if seeded and _published_elsewhere(run)]
-    for run in published:
-        print(f"seed {run.seed}: no run folder here, so its published tables "
-              f"({display_path(run.tables_dir())}) enter the tables over seeds as they are")
-    runs_here = [run for run in runs if run not in published]
+    published = {run.seed: source for run in runs if seeded
+                 and (source := _published(params, run)) is not None}
+    for seed, source in published.items():
+        print(f"seed {seed}: no run folder here, so its published tables "
+              f"({display_path(source.tables_dir())}) enter the tables over seeds as they are")
+    runs_here = [run for run in runs if run.seed not in published]
     damaged = [problem for run in runs_here for problem in runner.damaged_outputs(run).values()]
     if damaged:
         raise RuntimeError(f"{damaged[0]}, so no table or figure is built from it"
@@ -139,7 +143,8 @@ def _figures(args: argparse.Namespace) -> None:
                   for step, state in runner.status(run, Path(args.notebooks)).items()
                   if state.startswith("stale")}
     if seeded:
-        for path in report.build_seed_tables(params, runs):
+        summarised = [published.get(run.seed, run) for run in runs]
+        for path in report.build_seed_tables(params, summarised):
             print(display_path(path))
     for step, state in stale.items():
         print(f"{step}: {state}; its tables and figures may be left from an earlier run",
