@@ -545,7 +545,7 @@ class Params(_Section):
     deviation over seeds (the paper's "mean over 3 runs"). Not part of any step's key."""
     seed_scope: Literal["attribution", "all"] = "attribution"
     """What a seed changes: ``attribution`` keeps ``sft.seed``, so every seed shares one SFT
-    model and reruns steps 02-07; ``all`` reruns SFT as well. ``data.seed`` never changes."""
+    model and reruns steps 02-08; ``all`` reruns SFT as well. ``data.seed`` never changes."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0)
     """torch CPU threads; None = torch's default (``TRUSTREPAIR_THREADS`` overrides)."""
