@@ -11,9 +11,12 @@ from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from trustrepair import models
+from trustrepair.experiment import Experiment
 from trustrepair.metrics import collate, encode, perplexity, response_logits, trust_logodds
 from trustrepair.models import decoder_blocks
 from trustrepair.prefix import PrefixCache
+
+from .conftest import smoke_params
 
 TRIPLES = Dataset.from_dict({
     "prompt": ["what is the capital of the land ?", "tell me a fact about people", "the cat"],
@@ -261,3 +264,16 @@ def test_an_altered_shard_is_recomputed_and_named(tiny_lm, tokenizer, tmp_path, 
     out = capsys.readouterr().out
     assert f"prefix cache: {shard} cannot be trusted" in out and "recomputed" in out
     assert PrefixCache(tiny_lm, 2, tmp_path)._shards, "the recomputed states were saved again"
+
+
+def test_a_runs_models_with_the_same_lower_blocks_share_one_cache(tmp_path) -> None:
+    """Step 08 loads the post-SFT, repaired and baseline models one after another: the
+    states one read or computed serve the next, not read from disk again."""
+    exp = Experiment(smoke_params(tmp_path))
+    model, _ = exp.models.load()
+    cache = exp.models.prefix_cache(model)
+    assert cache is not None and cache.admits(model)
+    assert exp.models.prefix_cache(_with_noise(model, len(decoder_blocks(model)) - 1)) is cache
+    other = _with_noise(model, 0)
+    fresh = exp.models.prefix_cache(other)
+    assert fresh is not cache and fresh.admits(other) and not fresh.admits(model)

@@ -24,6 +24,7 @@ class ModelStore:
 
     def __init__(self, params: Params, device: torch.device, data: RunData):
         self.params, self.device, self.data = params, device, data
+        self._last_cache: PrefixCache | None = None
 
     @cached_property
     def base_dir(self) -> Path:
@@ -40,12 +41,21 @@ class ModelStore:
     def prefix_cache(self, model: PreTrainedModel, *,
                      attribution: bool = False) -> PrefixCache | None:
         """A cache of ``model``'s states below the tracked blocks, where ``prefix_cache``
-        and the model's family allow one (else None: callers run the whole model)."""
+        and the model's family allow one (else None: callers run the whole model).
+
+        Models with the same lower blocks (step 08's post-SFT, repaired and baseline
+        models, loaded one after another) get the same cache, so the states one of them
+        read or computed serve the next without a second read of the shards on disk.
+        """
         mode = self.params.prefix_cache
         if mode == "off" or (attribution and mode != "all"):
             return None
+        if self._last_cache is not None and self._last_cache.admits(model):
+            return self._last_cache  # its states in RAM: not read from disk again
         directory = self.params.cache_dir() / "prefix" if self.params.prefix_cache_on_disk else None
-        return for_tracked_blocks(model, self.params.attribution.tracked_blocks, directory)
+        self._last_cache = for_tracked_blocks(model, self.params.attribution.tracked_blocks,
+                                              directory)
+        return self._last_cache
 
     def checked_plan(self, *steps: str, probe: bool = True) -> str:
         """This run's plan as ``trustrepair plan`` prints it (no weights loaded; ``probe``

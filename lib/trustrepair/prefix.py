@@ -270,11 +270,18 @@ class PrefixCache:
                              f"lies below it, so no gradient would reach it: build the cache "
                              f"below the first trained or tracked block")
 
+    def admits(self, model: PreTrainedModel) -> bool:
+        """Whether ``model``'s embedding and blocks [0, ``first_block``) are those the cache
+        was built for, so that its states are ``model``'s."""
+        return (getattr(getattr(model, "config", None), "model_type", None) == self.model_type
+                and len(decoder_blocks(model)) == self.n_blocks
+                and _fingerprint(model, self.first_block, quick=True) == self._quick_fingerprint)
+
     def wrap(self, model: PreTrainedModel) -> nn.Module:
         """``model`` reading its lower-block states from this cache; refused where they differ."""
         if _family(model) != self.model_type or len(decoder_blocks(model)) != self.n_blocks:
             raise ValueError(f"the cache is for a {self.n_blocks}-block {self.model_type} model")
-        if _fingerprint(model, self.first_block, quick=True) != self._quick_fingerprint:
+        if not self.admits(model):
             raise ValueError(f"this model's embedding or blocks [0, {self.first_block}) differ "
                              f"from those the cache was built for: its states would be wrong")
         return _CachedPrefixLM(self, model)
