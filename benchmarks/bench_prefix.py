@@ -3,10 +3,10 @@
 Each variant is the model with its last decoder block moved along one random direction
 (w + β d), as a repair sweep produces them. Both sides score the same synthetic triples
 with trustrepair.metrics.trust_logodds; the cached side pays for hashing the lower blocks
-(at construction and at every wrap) and computes every sequence's prefix during the
-first variant. The sweep is then run again with a new cache on the same folder, as a later
-step or a rerun does: its states come from disk. Uses the largest converted model under
-~/.cache/trustrepair/models/, else a tiny random-init one.
+(at construction, and a faster hash at every wrap; both are also timed alone) and computes
+every sequence's prefix during the first variant. The sweep is then run again with a new
+cache on the same folder, as a later step or a rerun does: its states come from disk. Uses
+the largest converted model under ~/.cache/trustrepair/models/, else a tiny random-init one.
 
     python benchmarks/bench_prefix.py              # 100 scored pairs, 4 variants
     python benchmarks/bench_prefix.py --tiny       # tiny model, seconds
@@ -30,7 +30,7 @@ from datasets import Dataset
 from trustrepair.metrics import IGNORE, encode, trust_logodds
 from trustrepair.models import decoder_blocks, load_pretrained, tiny_model
 from trustrepair.params import TinyModelParams
-from trustrepair.prefix import PrefixCache
+from trustrepair.prefix import PrefixCache, _fingerprint
 from trustrepair.tokenizer import train_bpe_tokenizer
 
 MODELS = Path.home() / ".cache" / "trustrepair" / "models"
@@ -149,6 +149,13 @@ def main() -> None:
           f"states held: {held:.1f} MiB")
     print(f"total: full {full_total:.2f} s, cached {cached_total:.2f} s incl. construction, "
           f"speed-up {full_total / cached_total:.1f}x")
+    hashes = {}
+    for what, quick in (("SHA-256 (names the folder)", False), ("xxh3-128 (every wrap)", True)):
+        start_s = time.perf_counter()
+        for _ in range(5):
+            _fingerprint(model, cache.first_block, quick=quick)
+        hashes[what] = (time.perf_counter() - start_s) / 5
+    print("hash of the lower blocks: " + ", ".join(f"{w} {s:.3f} s" for w, s in hashes.items()))
 
     start_s = time.perf_counter()
     rerun = PrefixCache(model, len(blocks) - 1, folder)
