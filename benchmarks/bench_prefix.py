@@ -5,7 +5,8 @@ Each variant is the model with its last decoder block moved along one random dir
 with trustrepair.metrics.trust_logodds; the cached side pays for hashing the lower blocks
 (at construction, and a faster hash at every wrap; both are also timed alone) and computes
 every sequence's prefix during the first variant. The sweep is then run again with a new
-cache on the same folder, as a later step or a rerun does: its states come from disk. Uses
+cache on the same folder, as a later step or a rerun does: its states come from disk. Last,
+the states are filled both ways: each sequence whole, and each prompt once. Uses
 the largest converted model under ~/.cache/trustrepair/models/, else a tiny random-init one.
 
     python benchmarks/bench_prefix.py              # 100 scored pairs, 4 variants
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from trustrepair.metrics import IGNORE, encode, trust_logodds
+from trustrepair.metrics import IGNORE, encode, prompt_length, trust_logodds
 from trustrepair.models import decoder_blocks, load_pretrained, tiny_model
 from trustrepair.params import TinyModelParams
 from trustrepair.prefix import PrefixCache, _fingerprint
@@ -167,6 +168,29 @@ def main() -> None:
     print(f"rerun, states from disk ({on_disk:.1f} MiB, {rerun.loaded} loaded, {rerun.misses} "
           f"computed): {rerun_s:.2f} s incl. construction, speed-up {full_total / rerun_s:.1f}x")
     shutil.rmtree(folder)
+
+    # Filling the states: each sequence whole, or each prompt once for its two responses.
+    sequences = [e["input_ids"] for e in encoded]
+    prompt_tokens = sum(prompt_length(e) for e in encoded[:len(prompts)])
+    with torch.no_grad():
+        start_s = time.perf_counter()
+        whole = PrefixCache(model, len(blocks) - 1)
+        by_length = sorted(sequences, key=len)  # batches of 8 as a scoring pass fills them
+        for first in range(0, len(by_length), 8):
+            whole._states(model, [torch.tensor(s) for s in by_length[first:first + 8]])
+        whole_s = time.perf_counter() - start_s
+        start_s = time.perf_counter()
+        shared = PrefixCache(model, len(blocks) - 1)
+        with shared.filling(sequences, "benchmark", model=model,
+                            prompt_lengths=[prompt_length(e) for e in encoded]):
+            pass
+        shared_s = time.perf_counter() - start_s
+    gap = max(float((shared.states[k] - v).abs().max() / v.abs().max())
+              for k, v in whole.states.items())
+    print(f"filling the states of {len(sequences)} sequences ({sum(n_tokens):,} tokens): each "
+          f"whole {whole_s:.2f} s, each prompt once ({sum(n_tokens) - prompt_tokens:,} "
+          f"tokens) {shared_s:.2f} s, {whole_s / shared_s:.2f}x; largest relative difference "
+          f"of a state {gap:.1e}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from trustrepair.experiment import Experiment
 from trustrepair.metrics import collate, encode, perplexity, response_logits, trust_logodds
 from trustrepair.models import decoder_blocks
 from trustrepair.prefix import PrefixCache
+from trustrepair.shared_prompts import can_share_prompts
 
 from .conftest import smoke_params
 
@@ -28,6 +29,7 @@ DIALOGUES = Dataset.from_dict({
     "response": [" people are kind and good", " ran to the park", " the big city"],
 })
 REL = 1e-5
+PREFIX_FILL = PrefixCache._fill
 
 
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -277,3 +279,26 @@ def test_a_runs_models_with_the_same_lower_blocks_share_one_cache(tmp_path) -> N
     other = _with_noise(model, 0)
     fresh = exp.models.prefix_cache(other)
     assert fresh is not cache and fresh.admits(other) and not fresh.admits(model)
+
+
+def test_responses_to_a_shared_prompt_get_the_states_of_their_whole_sequence(
+        tiny_lm, tokenizer, monkeypatch) -> None:
+    """Each prompt of TRIPLES runs once for its two responses; every per-triple value read
+    through those states equals the one read through states computed sequence by sequence."""
+    computed = []
+    monkeypatch.setattr(PrefixCache, "_fill", lambda self, model, sequences: computed.append(
+        len(sequences)) or PREFIX_FILL(self, model, sequences))
+    shared = PrefixCache(tiny_lm, 2)
+    got = trust_logodds(shared.wrap(tiny_lm), tokenizer, TRIPLES, batch_size=2).per_triple
+    assert shared.misses == 2 * len(TRIPLES)
+    assert sum(computed) == (0 if can_share_prompts(tiny_lm) else shared.misses)
+    plain = PrefixCache(tiny_lm, 2)
+    plain._states(tiny_lm, [torch.tensor(encode(tokenizer, p, r, 256)["input_ids"])
+                            for p, o, q in zip(TRIPLES["prompt"], TRIPLES["opponent"],
+                                               TRIPLES["proponent"], strict=True)
+                            for r in (o, q)])
+    want = trust_logodds(plain.wrap(tiny_lm), tokenizer, TRIPLES, batch_size=2).per_triple
+    assert plain.misses == shared.misses and set(plain.states) == set(shared.states)
+    assert float((got - want).abs().max()) <= 1e-6
+    for key, state in plain.states.items():
+        assert _rel(shared.states[key], state) <= REL

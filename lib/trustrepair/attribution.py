@@ -43,6 +43,7 @@ from trustrepair.metrics import (
     collate,
     encode,
     encode_dialogues,
+    prompt_length,
     response_logits,
     response_logprobs,
     response_loss,
@@ -276,8 +277,9 @@ def fit_and_score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         scores = {}
         for aspect, triples in tqdm(trust_train.items(), desc="aspects"):
             queries = _by_length(encode_triples(tokenizer, triples, eval_max_length).items)
-            with filling(cache, [q["input_ids"] for q in queries.items],
-                         f"{aspect} queries"), phase(f"{params.strategy} scores"):
+            with filling(cache, [q["input_ids"] for q in queries.items], f"{aspect} queries",
+                         [prompt_length(q) for q in queries.items], params.query_batch_size,
+                         model=model), phase(f"{params.strategy} scores"):
                 run_phases(Path(analyzer.scores_output_dir(f"scores_{aspect}")), [
                     ("pairwise scores", partial(
                         analyzer.compute_pairwise_scores, scores_name=f"scores_{aspect}",

@@ -150,8 +150,8 @@ def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]
     device = next(model.parameters()).device
     distinct: dict[tuple[tuple[int, ...], int], int] = {}
     for e in encoded:
-        distinct.setdefault((tuple(e["input_ids"]), _prompt_length(e)), len(distinct))
-    position = torch.tensor([distinct[(tuple(e["input_ids"]), _prompt_length(e))]
+        distinct.setdefault((tuple(e["input_ids"]), prompt_length(e)), len(distinct))
+    position = torch.tensor([distinct[(tuple(e["input_ids"]), prompt_length(e))]
                              for e in encoded], dtype=torch.long)
     unique = [{"input_ids": list(ids), "labels": [IGNORE] * n + list(ids[n:])}
               for ids, n in distinct]
@@ -168,12 +168,13 @@ def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]
         if shared:
             for rows, *logits in response_logits_on_shared_prompts(
                     model, [unique[i]["input_ids"] for i in shared],
-                    [_prompt_length(unique[i]) for i in shared], batch_size, desc):
+                    [prompt_length(unique[i]) for i in shared], batch_size, desc):
                 lp, n = _summed_logprobs(*logits, normalized)
                 idx = [shared[r] for r in rows]
                 scores[idx], counts[idx] = lp.double().cpu(), n.cpu()
         rest = [unique[i] for i in alone]
-        with prefix.filling(model, [e["input_ids"] for e in rest], desc):
+        with prefix.filling(model, [e["input_ids"] for e in rest], desc,
+                            [prompt_length(e) for e in rest], batch_size):
             for rows, batch in length_sorted_batches(rest, batch_size, pad_token_id, device,
                                                      desc):
                 lp, n = response_logprobs(model, batch, normalized)
@@ -183,7 +184,7 @@ def _scored_in_batches(model: PreTrainedModel, encoded: list[dict[str, list[int]
     return scores[position], counts[position]
 
 
-def _prompt_length(example: dict[str, list[int]]) -> int:
+def prompt_length(example: dict[str, list[int]]) -> int:
     """Tokens before the first scored (labelled) one."""
     return next(i for i, label in enumerate(example["labels"]) if label != IGNORE)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from trustrepair.artifacts import (
 from trustrepair.families import FAMILIES
 from trustrepair.models import decoder_blocks
 from trustrepair.profiling import phase
+from trustrepair.shared_prompts import can_share_prompts, states_on_shared_prompts
 
 
 def _family(model: nn.Module) -> str:
@@ -154,13 +156,16 @@ def reads_cache(model: nn.Module) -> bool:
 
 
 def filling(source: PrefixCache | nn.Module | None, sequences: Sequence[Sequence[int]],
-            what: str) -> contextlib.AbstractContextManager[None]:
+            what: str, prompt_lengths: Sequence[int] | None = None, batch_size: int = 8, *,
+            model: PreTrainedModel | None = None) -> contextlib.AbstractContextManager[None]:
     """:meth:`PrefixCache.filling` of a cache, or of the cache a model reads from; nothing
-    for a plain model or None."""
+    for a plain model or None. Given ``prompt_lengths`` and a whole model (``model``, or
+    the one ``source`` wraps), responses to shared prompts get their states first."""
     if isinstance(source, _CachedPrefixLM):
-        source = source.cache
+        source, model = source.cache, source.model
     if isinstance(source, PrefixCache):
-        return source.filling(sequences, what)
+        return source.filling(sequences, what, model=model, prompt_lengths=prompt_lengths,
+                              batch_size=batch_size)
     return contextlib.nullcontext()
 
 
@@ -201,11 +206,23 @@ class PrefixCache:
                     self._discard(shard, "its header cannot be read")
 
     @contextlib.contextmanager
-    def filling(self, sequences: Sequence[Sequence[int]], what: str) -> Iterator[None]:
+    def filling(self, sequences: Sequence[Sequence[int]], what: str, *,
+                model: PreTrainedModel | None = None,
+                prompt_lengths: Sequence[int] | None = None,
+                batch_size: int = 8) -> Iterator[None]:
         """Around a pass over ``sequences``: print the size of the states it will compute,
         then write them to one shard, also when the pass is interrupted (each state is
-        whole, so a rerun resumes from them)."""
+        whole, so a rerun resumes from them).
+
+        Given the ``model`` and each sequence's ``prompt_lengths``, the new states of
+        responses that share a prompt are computed first, each prompt run once
+        (:func:`trustrepair.shared_prompts.states_on_shared_prompts`): every ETHICS item,
+        every stereotype of a group and every option of a held-out item repeats its prompt.
+        """
         lengths = {_key(s): len(s) for s in sequences}
+        sharing = model is not None and prompt_lengths is not None
+        if sharing:  # before choosing what to compute: a damaged shard's states are new
+            self._load_shards(list(lengths))
         new = {k: n for k, n in lengths.items() if k not in self.states and k not in self._shards}
         if new:
             tokens = sum(new.values())
@@ -214,9 +231,39 @@ class PrefixCache:
                   f"compute, {tokens:,} tokens, "
                   f"{format_size(tokens * self.state_bytes_per_token)} {where}", flush=True)
         try:
+            if new and sharing:
+                self._fill_on_shared_prompts(model, sequences, prompt_lengths, batch_size, what)
             yield
         finally:
             self._save(set(lengths))  # also states recomputed for a discarded shard
+
+    def _fill_on_shared_prompts(self, model: PreTrainedModel,
+                                sequences: Sequence[Sequence[int]],
+                                prompt_lengths: Sequence[int], batch_size: int,
+                                what: str) -> None:
+        """Compute the states of the new sequences whose prompt another new one shares,
+        each prompt once; the rest are computed as the pass reaches them (:meth:`_fill`)."""
+        if not can_share_prompts(model):
+            return
+        new: dict[str, tuple[list[int], int]] = {}
+        for seq, n in zip(sequences, prompt_lengths, strict=True):
+            key = _key(seq)
+            if n >= 1 and key not in self.states and key not in self._shards:
+                new.setdefault(key, ([int(t) for t in seq], n))
+        prompts = Counter(tuple(seq[:n]) for seq, n in new.values())
+        todo = [(key, seq, n) for key, (seq, n) in new.items() if prompts[tuple(seq[:n])] > 1]
+        if not todo:
+            return
+        was_training = model.training
+        model.eval()  # dropout must not become part of a constant
+        with torch.no_grad(), phase("prefix cache: lower blocks"):
+            for i, state in states_on_shared_prompts(model, [seq for _, seq, _ in todo],
+                                                     [n for *_, n in todo], self.first_block,
+                                                     batch_size, what):
+                self.states[todo[i][0]] = state.cpu()
+        model.train(was_training)
+        self._unsaved.update(key for key, *_ in todo)
+        self.misses += len(todo)
 
     def _save(self, keys: set[str]) -> None:
         """Write the computed, unsaved states of ``keys`` as one shard."""
@@ -238,10 +285,9 @@ class PrefixCache:
         discard(shard)
         self._shards = {k: s for k, s in self._shards.items() if s != shard}
 
-    def _states(self, model: PreTrainedModel, rows: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The states of unpadded token rows: from RAM, else from their shard on disk, else
-        computed by ``model`` (in one batch)."""
-        keys = [_key(row) for row in rows]
+    def _load_shards(self, keys: Sequence[str]) -> None:
+        """Read into RAM the shards that hold states of ``keys``; one that fails its checksum
+        is discarded, so its states count as not computed."""
         for shard in dict.fromkeys(self._shards[k] for k in keys
                                    if k not in self.states and k in self._shards):
             problem = checksum_problem(shard)
@@ -253,6 +299,12 @@ class PrefixCache:
             self.loaded += len(states)
             for k in states:
                 self._shards.pop(k, None)
+
+    def _states(self, model: PreTrainedModel, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The states of unpadded token rows: from RAM, else from their shard on disk, else
+        computed by ``model`` (in one batch)."""
+        keys = [_key(row) for row in rows]
+        self._load_shards(keys)
         missing = {k: row for k, row in zip(keys, rows, strict=True) if k not in self.states}
         if missing:
             self._fill(model, missing)

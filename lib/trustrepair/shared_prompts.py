@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from trustrepair.models import PLAIN_LM_HEAD
 
@@ -51,6 +52,44 @@ def response_logits_on_shared_prompts(model: PreTrainedModel,
 
     Every prompt must have a token. Call under ``torch.no_grad()``, the model in eval mode.
     """
+    for rows, states, responses in _prompt_batches(model, sequences, prompt_lengths,
+                                                   batch_size, desc):
+        hidden, input_ids, mask = _response_hidden(model, states, responses)
+        # Response token t is predicted by the hidden state before it: the prompt's last
+        # for t = 0.
+        last = torch.stack([prompt_hidden[-1] for _, prompt_hidden in states])
+        predicting = torch.cat([last[:, None], hidden[:, :-1]], 1)
+        yield rows, model.get_output_embeddings()(predicting[mask]), input_ids[mask], mask
+
+
+def states_on_shared_prompts(model: PreTrainedModel, sequences: Sequence[Sequence[int]],
+                             prompt_lengths: Sequence[int], layer: int, batch_size: int,
+                             desc: str) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, hidden states entering decoder block ``layer`` at every token) of each of
+    ``sequences``, each prompt run once: how :class:`trustrepair.prefix.PrefixCache` fills
+    its states for responses that share prompts.
+
+    Every prompt must have a token. Call under ``torch.no_grad()``, the model in eval mode.
+    """
+    for rows, states, responses in _prompt_batches(model, sequences, prompt_lengths,
+                                                   batch_size, desc, layer):
+        hidden, _, _ = _response_hidden(model, states, responses, layer)
+        for row, (i, (_, prompt_hidden), response) in enumerate(
+                zip(rows, states, responses, strict=True)):
+            yield i, torch.cat([prompt_hidden, hidden[row, :len(response)]])
+
+
+PromptState = tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
+"""Keys and values per layer [heads, n, d], and the hidden states at the prompt's tokens
+[n, hidden]: the last layer's, or those entering the layer asked for."""
+
+
+def _prompt_batches(model: PreTrainedModel, sequences: Sequence[Sequence[int]],
+                    prompt_lengths: Sequence[int], batch_size: int, desc: str,
+                    layer: int | None = None
+                    ) -> Iterator[tuple[list[int], list[PromptState], list[list[int]]]]:
+    """Batches of (rows of ``sequences``, their prompts' states, their responses), the
+    prompts run a chunk at a time and the rows of a chunk batched shortest first."""
     if min(prompt_lengths, default=1) < 1:
         raise ValueError("a sequence has no prompt token: score it as a whole")
     rows_of: dict[tuple[int, ...], list[int]] = {}
@@ -60,24 +99,24 @@ def response_logits_on_shared_prompts(model: PreTrainedModel,
     with tqdm(total=len(sequences), desc=f"{desc} (shared prompts)", leave=False) as progress:
         for start in range(0, len(prompts), PROMPTS_PER_CHUNK):
             chunk = prompts[start:start + PROMPTS_PER_CHUNK]
-            states = _prompt_states(model, chunk, batch_size)
+            states = _prompt_states(model, chunk, batch_size, layer)
             rows = sorted(((i, p) for p in chunk for i in rows_of[p]),
                           key=lambda row: len(sequences[row[0]]))
             for first in range(0, len(rows), batch_size):
                 batch = rows[first:first + batch_size]
-                yield ([i for i, _ in batch],
-                       *_response_logits(model, [states[p] for _, p in batch],
-                                         [list(sequences[i][len(p):]) for i, p in batch]))
+                yield ([i for i, _ in batch], [states[p] for _, p in batch],
+                       [list(sequences[i][len(p):]) for i, p in batch])
                 progress.update(len(batch))
 
 
-PromptState = tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
-"""Keys and values per layer [heads, n, d], and the hidden state at the prompt's last token."""
+def _hidden(out: BaseModelOutputWithPast, layer: int | None) -> torch.Tensor:
+    """The last layer's output (``layer`` None) or the states entering block ``layer``."""
+    return out.last_hidden_state if layer is None else out.hidden_states[layer]
 
 
 def _prompt_states(model: PreTrainedModel, prompts: list[tuple[int, ...]],
-                   batch_size: int) -> dict[tuple[int, ...], PromptState]:
-    """Each prompt's keys, values and last hidden state, in right-padded batches."""
+                   batch_size: int, layer: int | None) -> dict[tuple[int, ...], PromptState]:
+    """Each prompt's keys, values and hidden states, in right-padded batches."""
     device = next(model.parameters()).device
     states = {}
     for start in range(0, len(prompts), batch_size):
@@ -89,19 +128,20 @@ def _prompt_states(model: PreTrainedModel, prompts: list[tuple[int, ...]],
             input_ids[row, :len(p)] = torch.tensor(p)
             attention_mask[row, :len(p)] = 1
         out = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                               use_cache=True)
-        layers = out.past_key_values.layers
+                               use_cache=True, output_hidden_states=layer is not None)
+        layers, hidden = out.past_key_values.layers, _hidden(out, layer)
         for row, p in enumerate(batch):
             n = len(p)
-            states[p] = ([(layer.keys[row, :, :n], layer.values[row, :, :n]) for layer in layers],
-                         out.last_hidden_state[row, n - 1])
+            states[p] = ([(kv.keys[row, :, :n], kv.values[row, :, :n]) for kv in layers],
+                         hidden[row, :n])
     return states
 
 
-def _response_logits(model: PreTrainedModel, states: list[PromptState],
-                     responses: list[list[int]]
+def _response_hidden(model: PreTrainedModel, states: list[PromptState],
+                     responses: list[list[int]], layer: int | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits at right-padded responses run on their prompts' keys and values.
+    """Hidden states [rows, width, hidden] of right-padded responses run on their prompts'
+    keys and values, with the responses' token ids and where they sit [rows, width].
 
     The prompts are right-padded too, so a row's keys read [prompt, pad, response]: the
     attention mask hides the pads, and position ids continue each prompt where it ends.
@@ -125,11 +165,7 @@ def _response_logits(model: PreTrainedModel, states: list[PromptState],
         attention_mask[row, prompt_width:prompt_width + len(response)] = 1
         position_ids[row] = n + torch.arange(width, device=device)
     cache = DynamicCache(ddp_cache_data=layers, config=model.config)
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=position_ids, past_key_values=cache,
-                              use_cache=True).last_hidden_state
-    # Response token t is predicted by the hidden state before it: the prompt's last for t = 0.
-    last = torch.stack([hidden_last for _, hidden_last in states])
-    predicting = torch.cat([last[:, None], hidden[:, :-1]], 1)
-    mask = attention_mask[:, prompt_width:].bool()
-    return model.get_output_embeddings()(predicting[mask]), input_ids[mask], mask
+    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                           position_ids=position_ids, past_key_values=cache, use_cache=True,
+                           output_hidden_states=layer is not None)
+    return _hidden(out, layer), input_ids, attention_mask[:, prompt_width:].bool()
