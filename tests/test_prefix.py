@@ -29,7 +29,6 @@ DIALOGUES = Dataset.from_dict({
     "response": [" people are kind and good", " ran to the park", " the big city"],
 })
 REL = 1e-5
-PREFIX_FILL = PrefixCache._fill
 
 
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -268,7 +267,7 @@ def test_an_altered_shard_is_recomputed_and_named(tiny_lm, tokenizer, tmp_path, 
     assert PrefixCache(tiny_lm, 2, tmp_path)._shards, "the recomputed states were saved again"
 
 
-def test_a_runs_models_with_the_same_lower_blocks_share_one_cache(tmp_path) -> None:
+def test_models_of_one_run_with_the_same_lower_blocks_share_one_cache(tmp_path) -> None:
     """Step 08 loads the post-SFT, repaired and baseline models one after another: the
     states one read or computed serve the next, not read from disk again."""
     exp = Experiment(smoke_params(tmp_path))
@@ -285,9 +284,9 @@ def test_responses_to_a_shared_prompt_get_the_states_of_their_whole_sequence(
         tiny_lm, tokenizer, monkeypatch) -> None:
     """Each prompt of TRIPLES runs once for its two responses; every per-triple value read
     through those states equals the one read through states computed sequence by sequence."""
-    computed = []
+    computed, fill = [], PrefixCache._fill
     monkeypatch.setattr(PrefixCache, "_fill", lambda self, model, sequences: computed.append(
-        len(sequences)) or PREFIX_FILL(self, model, sequences))
+        len(sequences)) or fill(self, model, sequences))
     shared = PrefixCache(tiny_lm, 2)
     got = trust_logodds(shared.wrap(tiny_lm), tokenizer, TRIPLES, batch_size=2).per_triple
     assert shared.misses == 2 * len(TRIPLES)
